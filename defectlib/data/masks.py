@@ -41,3 +41,21 @@ def dilate_mask(mask: np.ndarray, k: int) -> np.ndarray:
     if k <= 1:
         return binary
     return cv2.dilate(binary, np.ones((k, k), np.uint8))
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a binary mask to ``size = (height, width)``, keeping thin defects.
+
+    A target pixel is defective when any part of the source area it covers is (area
+    interpolation, then ``> 0``); nearest-neighbour resizing would drop one-pixel cracks when
+    shrinking.
+
+    Examples
+    --------
+    >>> m = np.zeros((8, 8), np.uint8); m[:, 3] = 1      # a 1-px vertical crack
+    >>> resize_mask(m, (4, 4)).sum(axis=0).tolist()
+    [0, 4, 0, 0]
+    """
+    height, width = size
+    resized = cv2.resize((mask > 0).astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+    return (resized > 0).astype(np.uint8)

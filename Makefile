@@ -1,0 +1,37 @@
+# One command each: `make book` builds the book, `make test` runs the tests.
+# Both create the virtual environment (.venv) from pyproject.toml's pins on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PROFILE ?= cpu
+# The study's data: $DEFECTLIB_DATA, else ../shared/data when it exists, else ./data.
+export DEFECTLIB_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
+
+.PHONY: env book test test-fast lab clean
+
+env: $(BIN)/.installed
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+## Execute every notebook in _toc.yml with papermill (profile $(PROFILE)) and build the book
+## into _build/html/index.html.
+book: env
+	$(BIN)/defectlib book --profile $(PROFILE)
+
+## Unit tests, then every notebook through papermill with the smoke profile and a book build.
+test: env
+	$(BIN)/python -m pytest
+
+## Unit tests only (no notebooks).
+test-fast: env
+	$(BIN)/python -m pytest -m "not slow"
+
+## Open the notebooks in JupyterLab.
+lab: env
+	$(BIN)/jupyter lab book/
+
+clean:
+	rm -rf _build

@@ -1,0 +1,149 @@
+"""Execute the book's notebooks with papermill, then build it with Jupyter Book.
+
+Like cal-itp's portfolio: one declared set of parameters (the ``profile``, plus optional
+overrides) runs every notebook listed in ``_toc.yml``; the executed copies go to a staging
+folder (the committed sources stay free of outputs); ``jupyter-book build`` then renders the
+staged copy with execution off, failing on any error or Sphinx warning.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from tqdm.auto import tqdm
+
+from .errors import DefectlibError
+from .paths import project_root
+
+BOOK_FILES = ("_config.yml", "_toc.yml")
+
+
+def toc_entries(toc: Mapping[str, Any]) -> list[str]:
+    """Every ``root``/``file`` entry of a ``_toc.yml`` mapping, in reading order.
+
+    Examples
+    --------
+    >>> toc_entries({"root": "book/intro", "chapters": [{"file": "book/a", "sections": [{"file": "book/b"}]}]})
+    ['book/intro', 'book/a', 'book/b']
+    """
+    entries = [toc["root"]] if "root" in toc else []
+
+    def walk(items: list) -> None:
+        for item in items or []:
+            if "file" in item:
+                entries.append(item["file"])
+            for key in ("sections", "chapters"):
+                walk(item.get(key, []))
+            for part in item.get("parts", []):
+                walk(part.get("chapters", []))
+
+    walk(toc.get("chapters", []))
+    for part in toc.get("parts", []):
+        walk(part.get("chapters", []))
+    return entries
+
+
+def toc_notebooks(root: Path | None = None) -> list[Path]:
+    """The notebooks of ``_toc.yml`` as paths relative to the project root."""
+    root = root or project_root()
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    notebooks = []
+    for entry in toc_entries(toc):
+        path = Path(entry)
+        candidate = path if path.suffix else path.with_suffix(".ipynb")
+        if (root / candidate).is_file() and candidate.suffix == ".ipynb":
+            notebooks.append(candidate)
+    return notebooks
+
+
+def stage_sources(stage: Path, root: Path | None = None) -> None:
+    """Copy the book's sources (config, toc, ``book/`` without results) into ``stage``."""
+    root = root or project_root()
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    for name in BOOK_FILES:
+        shutil.copy2(root / name, stage / name)
+    shutil.copytree(
+        root / "book",
+        stage / "book",
+        ignore=shutil.ignore_patterns("results", ".ipynb_checkpoints", "_build"),
+    )
+
+
+def execute_notebooks(
+    stage: Path,
+    notebooks: list[Path],
+    *,
+    parameters: Mapping[str, Any],
+    progress: bool = True,
+) -> None:
+    """Execute each staged notebook in place with papermill and ``parameters``.
+
+    Raises
+    ------
+    DefectlibError
+        Naming the notebook and the failing cell when any cell raises.
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    for notebook in tqdm(notebooks, desc="notebooks", disable=not progress):
+        path = stage / notebook
+        try:
+            pm.execute_notebook(
+                str(path),
+                str(path),
+                parameters=dict(parameters),
+                cwd=str(path.parent),
+                kernel_name="python3",
+                progress_bar=False,
+                log_output=False,
+            )
+        except PapermillExecutionError as exc:
+            raise DefectlibError(
+                f"{notebook}: cell {exc.exec_count} failed with {exc.ename}: {exc.evalue}\n"
+                f"  the executed notebook, with the traceback, is at {path}"
+            ) from None
+
+
+def jupyter_book_build(stage: Path, path_output: Path) -> Path:
+    """Run ``jupyter-book build`` (warnings are errors); return ``index.html``."""
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(stage),
+           "--path-output", str(path_output), "--warningiserror", "--keep-going"]
+    env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise DefectlibError(
+            "jupyter-book build failed:\n" + (result.stdout[-6000:] + result.stderr[-6000:]).strip()
+        )
+    return path_output / "_build" / "html" / "index.html"
+
+
+def build_book(
+    profile: str = "cpu",
+    *,
+    path_output: Path | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    execute: bool = True,
+    progress: bool = True,
+) -> Path:
+    """Stage, execute (papermill, ``profile`` + ``parameters``) and build the book.
+
+    The HTML ends at ``<path_output>/_build/html/index.html``; ``path_output`` defaults to
+    the project root. Returns that path.
+    """
+    root = project_root()
+    path_output = Path(path_output or root).resolve()
+    stage = path_output / "_build" / f"source-{profile}"
+    stage_sources(stage, root)
+    if execute:
+        execute_notebooks(stage, toc_notebooks(root), parameters={"profile": profile, **(parameters or {})}, progress=progress)
+    return jupyter_book_build(stage, path_output)

@@ -1,0 +1,140 @@
+"""The ``defectlib`` command.
+
+::
+
+    defectlib data summary [NAME ...]          # JSON statistics of the datasets found
+    defectlib data download NAME [...]         # fetch, verify (SHA-256) and unpack
+    defectlib data folds NAME [--k K]          # write the folds manifest, print its hash
+    defectlib book [--profile cpu] [-p K V]    # papermill every notebook, build the book
+
+Errors print one line (or a short block) naming what is wrong, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import DefectlibError
+
+
+def _data_root(args: argparse.Namespace) -> Path:
+    from .paths import data_root
+
+    return Path(args.root) if args.root else data_root()
+
+
+def cmd_data_summary(args: argparse.Namespace) -> int:
+    from .data import DATASETS, dataset_folder, load_samples
+    from .data.summary import summarize
+
+    root = _data_root(args)
+    names = args.names or [n for n, spec in DATASETS.items() if not spec.generated]
+    found = {n: dataset_folder(n, root) for n in names}
+    present = [n for n, folder in found.items() if folder.is_dir() or DATASETS[n].generated]
+    if not present:
+        # Raise the message of the first dataset: it names the path, layout and the fix.
+        load_samples(names[0], root)
+    report = {name: {"path": str(found[name]), **summarize(load_samples(name, root))} for name in present}
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_data_download(args: argparse.Namespace) -> int:
+    from .data.download import download_dataset
+
+    root = _data_root(args)
+    root.mkdir(parents=True, exist_ok=True)
+    for name in args.names:
+        path = download_dataset(name, root=root, url=args.url, sha256=args.sha256, force=args.force)
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_data_folds(args: argparse.Namespace) -> int:
+    from .data import dataset_spec, load_samples
+    from .data.folds import ensure_folds
+
+    table = load_samples(args.name, _data_root(args))
+    k = args.k or dataset_spec(args.name).n_folds_default
+    manifest = ensure_folds(args.name, table, n_folds=k, seed=args.seed)
+    print(json.dumps({"path": str(manifest.path), "sha256": manifest.sha256, "data_checksum": manifest.data_checksum}, indent=2))
+    return 0
+
+
+def _parse_value(text: str):
+    """Papermill-like: int, float, bool, None, JSON lists/dicts, else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return {"True": True, "False": False, "None": None}.get(text, text)
+
+
+def cmd_book(args: argparse.Namespace) -> int:
+    from .book import build_book
+
+    parameters = {k: _parse_value(v) for k, v in args.parameters}
+    index = build_book(
+        args.profile,
+        path_output=Path(args.path_output) if args.path_output else None,
+        parameters=parameters,
+        execute=not args.no_execute,
+    )
+    print(f"book built: {index}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="defectlib", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="datasets: summary, download, folds")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    root_help = "data root (default: $DEFECTLIB_DATA or ./data)"
+
+    summary = data_sub.add_parser("summary", help="print JSON statistics per dataset found")
+    summary.add_argument("names", nargs="*", help="datasets (default: every real dataset found)")
+    summary.add_argument("--root", help=root_help)
+    summary.set_defaults(func=cmd_data_summary)
+
+    download = data_sub.add_parser("download", help="download, verify and unpack official archives")
+    download.add_argument("names", nargs="+", choices=["kolektorsdd", "magnetictile"])
+    download.add_argument("--root", help=root_help)
+    download.add_argument("--url", help="another URL (a mirror, or file:// of a manual download)")
+    download.add_argument("--sha256", help="expected SHA-256, overriding the pinned one")
+    download.add_argument("--force", action="store_true", help="download again even if present")
+    download.set_defaults(func=cmd_data_download)
+
+    folds = data_sub.add_parser("folds", help="write (or check) a folds manifest")
+    folds.add_argument("name")
+    folds.add_argument("--k", type=int, help="number of folds (default: the study's)")
+    folds.add_argument("--seed", type=int, default=0)
+    folds.add_argument("--root", help=root_help)
+    folds.set_defaults(func=cmd_data_folds)
+
+    book = sub.add_parser("book", help="execute every notebook with papermill and build the book")
+    book.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "paper"])
+    book.add_argument("-p", "--parameter", dest="parameters", nargs=2, action="append", default=[],
+                      metavar=("NAME", "VALUE"), help="override a notebook parameter (repeatable)")
+    book.add_argument("--path-output", help="where _build/ goes (default: the project root)")
+    book.add_argument("--no-execute", action="store_true", help="build from already-staged notebooks")
+    book.set_defaults(func=cmd_book)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DefectlibError as exc:
+        print(f"defectlib: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("defectlib: interrupted; finished results are kept, a re-run continues", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Typed experiment configurations with named profiles.
+
+Each experiment declares one :class:`ExperimentConfig` subclass: its fields are its
+parameters (typed, with no unknown names allowed) and its ``PROFILES`` table gives the values
+of the named profiles:
+
+``smoke``
+    Synthetic data, tiny images, seconds per notebook: for tests and CI.
+``cpu``
+    Real data at reduced resolution and epochs, sized so the whole study runs on a 2-core CPU.
+``paper``
+    The papers' settings, meant for a GPU.
+
+A notebook's papermill parameters are ``profile`` plus any field of its config; a parameter
+left at ``None`` takes the profile's value. Unknown names and wrong types raise
+:class:`~defectlib.errors.ConfigError` at once, with the list of valid names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, ClassVar, Mapping
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .atomic import to_json
+from .errors import ConfigError
+
+PROFILE_NAMES = ("smoke", "cpu", "paper")
+
+
+class ExperimentConfig(BaseModel):
+    """Base class: ``profile`` and ``seed``; subclasses add fields and ``PROFILES``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    #: Name of the experiment, also its folder under the results root.
+    EXPERIMENT: ClassVar[str] = ""
+    #: Field values of each named profile (fields not named take their defaults).
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {name: {} for name in PROFILE_NAMES}
+
+    profile: str
+    seed: int = 0
+
+    @classmethod
+    def parameter_names(cls) -> list[str]:
+        return sorted(cls.model_fields)
+
+    @classmethod
+    def from_profile(cls, profile: str, /, **overrides: Any):
+        """The config of ``profile`` with ``overrides`` applied (``None`` = keep the profile's).
+
+        Raises
+        ------
+        ConfigError
+            For an unknown profile or parameter name, or a value of the wrong type.
+        """
+        if profile not in cls.PROFILES:
+            raise ConfigError(
+                f"{cls.EXPERIMENT}: unknown profile {profile!r}; choose one of {', '.join(cls.PROFILES)}"
+            )
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        unknown = sorted(set(overrides) - set(cls.model_fields) - {"profile"})
+        if unknown:
+            raise ConfigError(
+                f"{cls.EXPERIMENT}: unknown parameter(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(cls.parameter_names())}"
+            )
+        values = {**cls.PROFILES[profile], **overrides, "profile": profile}
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+                for err in exc.errors()
+            )
+            raise ConfigError(f"{cls.EXPERIMENT}: invalid parameter(s): {problems}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"experiment": self.EXPERIMENT, **self.model_dump(mode="json")}
+
+    def digest(self) -> str:
+        """SHA-256 of the config's canonical JSON."""
+        return hashlib.sha256(to_json(self.to_dict()).encode()).hexdigest()
+
+
+def notebook_config(cls: type[ExperimentConfig], namespace: Mapping[str, Any], *, before: set[str]):
+    """The config a notebook's parameters describe.
+
+    A notebook records ``_before = set(globals())`` in a cell before its ``parameters`` cell;
+    every public name defined after that (the parameters cell and papermill's injected cell)
+    is a parameter. So a misspelt ``-p dilaton 9`` is an error, not a silently ignored
+    variable.
+
+    Examples
+    --------
+    >>> class Demo(ExperimentConfig):
+    ...     EXPERIMENT = "demo"
+    ...     PROFILES = {"smoke": {"size": 8}}
+    ...     size: int = 1
+    >>> ns = {"In": [], "profile": "smoke", "size": None}
+    >>> notebook_config(Demo, ns, before={"In"}).size
+    8
+    >>> notebook_config(Demo, {**ns, "sise": 3}, before={"In"})
+    Traceback (most recent call last):
+    ...
+    defectlib.errors.ConfigError: demo: unknown parameter(s) sise; valid: profile, seed, size
+    """
+    params = {k: v for k, v in namespace.items() if k not in before and not k.startswith("_")}
+    if "profile" not in params:
+        raise ConfigError(f"{cls.EXPERIMENT}: the notebook defines no 'profile' parameter")
+    profile = params.pop("profile")
+    return cls.from_profile(profile, **params)

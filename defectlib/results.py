@@ -1,0 +1,259 @@
+"""The results cache: ``<results>/<experiment>/<run-key>/``, atomic and resumable.
+
+A run folder holds
+
+``samples.csv``
+    Per-sample outputs (at least sample id, fold, label, and the score where a model scores).
+``metrics.json``
+    The run's metrics.
+``provenance.json``
+    Full config, git commit, package versions, device, wall time, folds-manifest hashes.
+    Written last: its presence is what marks a run complete.
+``parts/``
+    Finished pieces of an unfinished run (one per fold, say), so a re-run continues where
+    an interrupted one stopped.
+``artifacts/``
+    Small arrays a chapter needs to draw its figures without the dataset.
+
+The run key is ``<profile>-<hash>``, the hash of the config and the folds manifests' SHA-256
+(which pin the data too, see :mod:`defectlib.data.folds`). Every file is written atomically.
+Weights and checkpoints never go here; they go under :func:`defectlib.paths.cache_root`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from . import atomic
+from .config import ExperimentConfig
+from .data.folds import FoldsManifest
+from .paths import project_root, results_root
+
+PROVENANCE = "provenance.json"
+_PACKAGES = (
+    "defectlib", "torch", "torchvision", "numpy", "opencv-python-headless", "scikit-learn",
+    "pandas", "segmentation-models-pytorch", "papermill",
+)
+
+
+def _manifest_info(manifest: "str | FoldsManifest") -> dict[str, Any]:
+    if isinstance(manifest, str):
+        return {"sha256": manifest}
+    return {
+        "file": manifest.path.name,
+        "sha256": manifest.sha256,
+        "data_checksum": manifest.data_checksum,
+        "n_folds": manifest.n_folds,
+        "seed": manifest.seed,
+    }
+
+
+def run_key(config: ExperimentConfig, manifests: Mapping[str, "str | FoldsManifest"]) -> str:
+    """``<profile>-<12 hex>``: the hash of the config and the folds manifests' SHA-256.
+
+    Examples
+    --------
+    >>> class C(ExperimentConfig):
+    ...     EXPERIMENT = "demo"
+    >>> a = run_key(C(profile="cpu"), {"kolektorsdd": "ab"})
+    >>> a.startswith("cpu-"), a == run_key(C(profile="cpu", seed=1), {"kolektorsdd": "ab"})
+    (True, False)
+    """
+    shas = {name: _manifest_info(m)["sha256"] for name, m in sorted(manifests.items())}
+    payload = atomic.to_json({"config": config.to_dict(), "manifests": shas})
+    return f"{config.profile}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+
+
+def git_state(root: Path | None = None) -> dict[str, Any]:
+    """The commit of the project checkout and whether tracked files differ from it."""
+    root = root or project_root()
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None}
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def device_info() -> dict[str, Any]:
+    import os
+
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run read back from disk."""
+
+    key: str
+    path: Path
+    samples: pd.DataFrame
+    metrics: dict[str, Any]
+    provenance: dict[str, Any]
+
+    def artifact(self, name: str) -> dict[str, np.ndarray]:
+        with np.load(self.path / "artifacts" / f"{name}.npz") as data:
+            return {k: data[k] for k in data.files}
+
+
+class Run:
+    """One run folder: find out whether it is done, save its parts, finish it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> class C(ExperimentConfig):
+    ...     EXPERIMENT = "demo"
+    >>> run = Run(C(profile="smoke"), {"d": "00"}, root=tempfile.mkdtemp())
+    >>> run.complete, run.has_part("fold0")
+    (False, False)
+    >>> run.save_part("fold0", pd.DataFrame({"sample_id": ["a"], "fold": [0], "label": [1], "score": [0.9]}))
+    >>> result = run.finish(run.load_parts(), {"f1": 1.0})
+    >>> run.complete, result.metrics
+    (True, {'f1': 1.0})
+    """
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        manifests: Mapping[str, "str | FoldsManifest"],
+        *,
+        root: str | Path | None = None,
+    ) -> None:
+        if not config.EXPERIMENT:
+            raise ValueError(f"{type(config).__name__} sets no EXPERIMENT name")
+        self.config = config
+        self.manifests = {name: _manifest_info(m) for name, m in manifests.items()}
+        self.key = run_key(config, manifests)
+        self.path = Path(root or results_root()) / config.EXPERIMENT / self.key
+        self._clock = time.perf_counter()
+        self._started = dt.datetime.now(dt.timezone.utc)
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def complete(self) -> bool:
+        return (self.path / PROVENANCE).is_file()
+
+    def _part(self, name: str) -> Path:
+        return self.path / "parts" / f"{name}.csv"
+
+    def has_part(self, name: str) -> bool:
+        return self._part(name).is_file()
+
+    def save_part(self, name: str, table: pd.DataFrame) -> None:
+        """Save one finished piece (atomically), with the wall time it took."""
+        elapsed = time.perf_counter() - self._clock
+        atomic.write_json(self.path / "parts" / f"{name}.json", {"wall_time_s": round(elapsed, 3)})
+        atomic.write_csv(self._part(name), table)
+        self._clock = time.perf_counter()
+
+    def load_part(self, name: str) -> pd.DataFrame:
+        return pd.read_csv(self._part(name), dtype={"sample_id": str})
+
+    def load_parts(self) -> pd.DataFrame:
+        parts = sorted((self.path / "parts").glob("*.csv"))
+        return pd.concat([pd.read_csv(p, dtype={"sample_id": str}) for p in parts], ignore_index=True)
+
+    def save_artifact(self, name: str, **arrays: np.ndarray) -> None:
+        atomic.write_npz(self.path / "artifacts" / f"{name}.npz", **arrays)
+
+    # -- finishing --------------------------------------------------------------------------
+    def _wall_time(self) -> float:
+        earlier = sum(
+            json.loads(p.read_text())["wall_time_s"] for p in (self.path / "parts").glob("*.json")
+        )
+        return round(earlier + time.perf_counter() - self._clock, 3)
+
+    def finish(
+        self,
+        samples: pd.DataFrame,
+        metrics: Mapping[str, Any],
+        *,
+        extra: Mapping[str, Any] | None = None,
+    ) -> RunResult:
+        """Write samples, metrics, then provenance (the completion mark); return the result."""
+        atomic.write_csv(self.path / "samples.csv", samples)
+        atomic.write_json(self.path / "metrics.json", dict(metrics))
+        provenance = {
+            "experiment": self.config.EXPERIMENT,
+            "run_key": self.key,
+            "config": self.config.to_dict(),
+            "folds_manifests": self.manifests,
+            "git": git_state(),
+            "packages": package_versions(),
+            "device": device_info(),
+            "started_utc": self._started.isoformat(timespec="seconds"),
+            "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "wall_time_s": self._wall_time(),
+            **(dict(extra) if extra else {}),
+        }
+        atomic.write_json(self.path / PROVENANCE, provenance)
+        return self.load()
+
+    def load(self) -> RunResult:
+        """Read a complete run back."""
+        if not self.complete:
+            raise FileNotFoundError(f"{self.path}: run not complete (no {PROVENANCE})")
+        return RunResult(
+            key=self.key,
+            path=self.path,
+            samples=pd.read_csv(self.path / "samples.csv", dtype={"sample_id": str}),
+            metrics=json.loads((self.path / "metrics.json").read_text()),
+            provenance=json.loads((self.path / PROVENANCE).read_text()),
+        )
+
+
+def provenance_table(result: RunResult) -> pd.DataFrame:
+    """The provenance of a run as a two-column table for a book page."""
+    prov = result.provenance
+    rows = {
+        "run": f"{prov['experiment']}/{prov['run_key']}",
+        "profile": prov["config"]["profile"],
+        "code (git commit)": f"{prov['git']['commit'][:12]}{' + local changes' if prov['git'].get('dirty') else ''}",
+        "device": prov["device"].get("gpu") or f"CPU ({prov['device']['cpu_count']} cores, {prov['device']['processor']})",
+        "torch": prov["packages"].get("torch"),
+        "finished (UTC)": prov["finished_utc"],
+        "wall time (s)": prov["wall_time_s"],
+    }
+    for name, info in prov["folds_manifests"].items():
+        rows[f"{name}: folds manifest"] = f"{info.get('file', '')} (sha256 {info['sha256'][:12]}…)"
+        if "data_checksum" in info:
+            rows[f"{name}: data checksum"] = f"sha256 {info['data_checksum'][:16]}…"
+    return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=pd.Index(list(rows), name="provenance"))
