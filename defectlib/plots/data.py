@@ -64,20 +64,27 @@ def plot_area_histograms(samples: pd.DataFrame, *, small: int = 100) -> Figure:
     return fig
 
 
-def plot_dilation_example(example: dict[str, np.ndarray]) -> Figure:
-    """One defect with its original and dilated annotations, like seed 000's Fig. 3."""
+def plot_dilation_example(example: dict[str, np.ndarray], *, columns: int = 2) -> Figure:
+    """One defect with its original and dilated annotations, like seed 000's Fig. 3.
+
+    The annotation is drawn as a translucent fill with its outline, so the defect itself stays
+    visible under it.
+    """
     image, masks, dilations = example["image"], example["masks"], example["dilations"]
-    n = len(dilations) + 1
-    fig, axes = plt.subplots(1, n, figsize=(1.9 * n, 1.9 * n * image.shape[0] / image.shape[1] / n + 0.8))
-    axes[0].imshow(image, cmap="gray", vmin=0, vmax=255)
-    axes[0].set_title("image")
-    for ax, mask, k in zip(axes[1:], masks, dilations):
+    panels = [("image", None)] + [("original" if k <= 1 else f"dilated {k}×{k}", m) for k, m in zip(dilations, masks)]
+    rows = -(-len(panels) // columns)
+    panel_w = 5.0
+    panel_h = panel_w * image.shape[0] / image.shape[1]
+    fig, axes = plt.subplots(rows, columns, figsize=(panel_w * columns, panel_h * rows + 0.6), squeeze=False)
+    for ax, (title, mask) in zip(axes.flat, panels):
         ax.imshow(image, cmap="gray", vmin=0, vmax=255)
-        overlay = np.ma.masked_where(mask == 0, mask)
-        ax.imshow(overlay, cmap="autumn", alpha=0.55, vmin=0, vmax=1)
-        ax.set_title("original" if k <= 1 else f"dilated {k}×{k}")
-    for ax in axes:
+        if mask is not None:
+            ax.imshow(np.ma.masked_where(mask == 0, mask), cmap="autumn", alpha=0.35, vmin=0, vmax=1)
+            ax.contour(mask, levels=[0.5], colors="#ffdd00", linewidths=0.8)
+            title = f"{title}: {int(mask.sum())} px"
+        ax.set_title(title, fontsize=10)
+    for ax in axes.flat:
         ax.set_axis_off()
-    fig.suptitle(str(example["sample_id"]), fontsize=9)
+    fig.suptitle(f"{example['sample_id']} (crop at native resolution)", fontsize=10)
     fig.tight_layout()
     return fig

@@ -1,0 +1,95 @@
+"""The book: clean sources, a papermill run per notebook, and a build that fails on errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from defectlib.book import build_book, execute_notebooks, toc_entries, toc_notebooks
+from defectlib.errors import DefectlibError
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
+
+
+def test_every_toc_entry_exists():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    for entry in toc_entries(toc):
+        path = ROOT / entry
+        assert path.suffix or any(path.with_suffix(s).is_file() for s in (".md", ".ipynb")), entry
+
+
+def test_every_notebook_is_in_the_toc():
+    assert sorted(ROOT / p for p in toc_notebooks(ROOT)) == NOTEBOOKS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_committed_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert not dirty, f"{path.name}: cells {dirty} have outputs; clear them before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_have_one_parameters_cell_with_profile(path):
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+    assert "profile =" in tagged[0].source
+    # The names before the parameters cell are recorded, so unknown parameters are caught.
+    index = nb.cells.index(tagged[0])
+    assert any("_before = set(globals())" in c.source for c in nb.cells[:index])
+
+
+def _notebook(tmp_path: Path, *sources: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.slow
+def test_a_failing_cell_fails_with_the_notebook_named(tmp_path):
+    _notebook(tmp_path, "profile = 'smoke'", "raise RuntimeError('boom')")
+    with pytest.raises(DefectlibError, match=r"nb.ipynb: cell \d+ failed with RuntimeError: boom"):
+        execute_notebooks(tmp_path, [Path("nb.ipynb")], parameters={"profile": "smoke"}, progress=False)
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """Results and cache in a temporary folder, so the smoke run never touches the repo."""
+    monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("DEFECTLIB_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_an_unknown_parameter_stops_the_data_notebook(isolated):
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError, match="unknown parameter.*dilaton"):
+        pm.execute_notebook(str(ROOT / "book" / "data.ipynb"), str(isolated / "out.ipynb"),
+                            parameters={"profile": "smoke", "dilaton": 9}, progress_bar=False)
+
+
+@pytest.mark.slow
+def test_smoke_book_builds_from_papermill_outputs(isolated):
+    index = build_book("smoke", path_output=isolated, progress=False)
+    assert index == isolated / "_build" / "html" / "index.html" and index.is_file()
+    html = isolated / "_build" / "html" / "book"
+    for page in ("intro", "reproducibility", "data"):
+        assert (html / f"{page}.html").is_file(), page
+    data_page = (html / "data.html").read_text()
+    assert "Traceback" not in data_page
+    assert data_page.count("<img") >= 4  # the four figures of the data chapter
+    executed = json.loads((isolated / "_build" / "source-smoke" / "book" / "data.ipynb").read_text())
+    assert executed["metadata"]["papermill"]["parameters"]["profile"] == "smoke"
+    assert (isolated / "results" / "data").is_dir()  # the run went to the isolated cache
