@@ -46,6 +46,8 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def _json_default(value: Any) -> Any:
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating,)):

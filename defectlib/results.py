@@ -98,6 +98,9 @@ def package_versions() -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
+    import torch
+
+    versions["torch_build"] = torch.__version__  # e.g. 2.14.1+cu130: which build of torch
     return versions
 
 

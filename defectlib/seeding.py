@@ -20,7 +20,7 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> None:
     With ``deterministic=True`` torch is asked for deterministic kernels where it has them
     (``warn_only``: an op without one warns instead of failing).
     """
-    if not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     os.environ["PYTHONHASHSEED"] = str(seed)
     random.seed(seed)

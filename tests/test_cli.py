@@ -12,7 +12,8 @@ import pytest
 
 from defectlib.cli import main
 
-REAL_DATA = Path(os.environ.get("DEFECTLIB_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from helpers import REAL as REAL_DATA
+
 HAS_REAL = (REAL_DATA / "KolektorSDD").is_dir() and (REAL_DATA / "MagneticTile").is_dir()
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from ..errors import DataError
 from ..paths import results_root
 from .io import read_mask
 
+_MANIFEST_NAME = re.compile(r"(?P<dataset>.+)-k(?P<k>\d+)-seed(?P<seed>\d+)-(?P<checksum>[0-9a-f]+)")
 MANIFEST_COLUMNS = ("sample_id", "fold", "label", "group", "defect_class", "image_sha256", "mask_sha256")
 
 
@@ -118,14 +120,16 @@ def read_manifest(path: str | Path) -> FoldsManifest:
     missing = [c for c in MANIFEST_COLUMNS if c not in table.columns]
     if missing:
         raise DataError(f"{path}: not a folds manifest (columns {missing} missing)")
-    stem = path.stem.rsplit("-", 3)
+    name = _MANIFEST_NAME.fullmatch(path.stem)
+    if name is None:
+        raise DataError(f"{path}: not a folds manifest name (<dataset>-k<k>-seed<seed>-<checksum>.csv)")
     return FoldsManifest(
         path=path,
         sha256=hashlib.sha256(raw).hexdigest(),
         table=table,
         data_checksum=data_checksum(table),
-        n_folds=int(stem[1][1:]),
-        seed=int(stem[2][len("seed") :]),
+        n_folds=int(name["k"]),
+        seed=int(name["seed"]),
     )
 
 

@@ -45,6 +45,8 @@ def _mask_for(image: Path) -> Path:
 def kolektor_images(root: str | Path) -> list[Path]:
     """The ``kosNN/PartM.jpg`` files under ``root``, sorted by folder then part number."""
     root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; expected the KolektorSDD folder holding kos01 … kos50")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower().startswith("kos"))
     images = [
         img

@@ -35,7 +35,7 @@ def dilate_mask(mask: np.ndarray, k: int) -> np.ndarray:
     """
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
-    if not isinstance(k, (int, np.integer)) or k < 0 or (k > 1 and k % 2 == 0):
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0 or (k > 1 and k % 2 == 0):
         raise ValueError(f"dilation kernel k must be 0 or an odd positive integer, got {k!r}")
     binary = (mask > 0).astype(np.uint8)
     if k <= 1:

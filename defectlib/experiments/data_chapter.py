@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig
@@ -43,7 +43,7 @@ class DataConfig(ExperimentConfig):
     #: Datasets to describe (names in :data:`defectlib.data.DATASETS`).
     datasets: list[str]
     #: Folds per dataset; None = the dataset's study default (KolektorSDD 3, MagneticTile 5).
-    n_folds: int | None = None
+    n_folds: int | None = Field(default=None, ge=2)
     #: Annotation dilation kernels of seed 000's Fig. 3 (0 = the original mask).
     dilations: list[int] = [0, 5, 9, 13, 15]
     #: Network input (H, W) at which defect areas are also counted (seed 004: 224×224).
@@ -67,7 +67,7 @@ class DataConfig(ExperimentConfig):
         return value
 
     def folds_for(self, dataset: str) -> int:
-        return self.n_folds or dataset_spec(dataset).n_folds_default
+        return dataset_spec(dataset).n_folds_default if self.n_folds is None else self.n_folds
 
 
 def dilation_example(row: pd.Series, dilations: list[int], margin: int) -> dict[str, np.ndarray]:
