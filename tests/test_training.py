@@ -1,0 +1,294 @@
+"""Tests of the alternating sampler and the two-stage training loop (defectlib.training).
+
+The real networks live in defectlib.models; here tiny stand-ins with the same interface
+(``segnet(x) -> SegOutput(features, logits)`` at 1/8 resolution, ``feature_channels``;
+``classifier(features, logits) -> (N,)``) keep the tests fast on a CPU.
+"""
+
+from __future__ import annotations
+
+import doctest
+from collections import Counter
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from defectlib.data.dataset import SurfaceDataset
+from defectlib.data.synthetic import SyntheticSpec, synthetic_samples
+from defectlib.seeding import torch_generator
+from defectlib.training import (
+    AlternatingSampler,
+    freeze,
+    predict,
+    seg_targets,
+    train_classifier,
+    train_segmentation,
+)
+from defectlib.training import sampler as sampler_module
+from defectlib.training import two_stage
+
+# --------------------------------------------------------------------------------------
+# Stand-in models
+# --------------------------------------------------------------------------------------
+
+
+class SegOutput(NamedTuple):
+    features: torch.Tensor
+    logits: torch.Tensor
+
+
+class TinySeg(nn.Module):
+    """Three stride-2 conv + BN + ReLU blocks (1/8 resolution) and a 1x1 map head."""
+
+    feature_channels = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers, cin = [], 1
+        for _ in range(3):
+            layers += [nn.Conv2d(cin, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU()]
+            cin = 8
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(8, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> SegOutput:
+        features = self.body(x)
+        return SegOutput(features, self.head(features))
+
+
+class TinyClassifier(nn.Module):
+    """Conv on features + map, global max/avg pooling of it and of the map, a linear layer."""
+
+    def __init__(self, channels: int = TinySeg.feature_channels) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels + 1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 2 + 2, 1)
+
+    def forward(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(torch.cat([features, logits], dim=1)))
+        pooled = [h.amax(dim=(2, 3)), h.mean(dim=(2, 3)), logits.amax(dim=(2, 3)), logits.mean(dim=(2, 3))]
+        return self.fc(torch.cat(pooled, dim=1)).squeeze(1)
+
+
+class NaNSeg(TinySeg):
+    def forward(self, x: torch.Tensor) -> SegOutput:
+        out = super().forward(x)
+        return SegOutput(out.features, out.logits * float("nan"))
+
+
+def _models(seed: int = 0) -> tuple[TinySeg, TinyClassifier]:
+    torch.manual_seed(seed)
+    return TinySeg(), TinyClassifier()
+
+
+SPEC = SyntheticSpec(n_images=16, height=64, width=32, defect_fraction=0.5, kinds=("blob",),
+                     blob_radius=(4.0, 7.0), contrast=(-90.0, -70.0), images_per_group=4, seed=5)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> SurfaceDataset:
+    table = synthetic_samples(tmp_path_factory.mktemp("synthetic"), spec=SPEC)
+    return SurfaceDataset(table)
+
+
+def _params(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+# --------------------------------------------------------------------------------------
+# AlternatingSampler
+# --------------------------------------------------------------------------------------
+
+LABELS = [0, 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0]  # 3 defective, 9 defect-free
+
+
+def _draw(labels=LABELS, **kw) -> list[int]:
+    return list(AlternatingSampler(labels, **kw))
+
+
+def test_sampler_alternates_starting_with_a_defect():
+    indices = _draw(num_samples=101, generator=torch_generator(1))
+    assert len(indices) == 101
+    assert [LABELS[i] for i in indices] == [1 - p % 2 for p in range(101)]
+
+
+def test_sampler_balance_and_minority_repeats():
+    labels = np.array(LABELS)
+    for n in (1, 2, 17, 18, 60):
+        drawn = labels[_draw(num_samples=n, generator=torch_generator(n))]
+        assert abs(int(drawn.sum()) - int((1 - drawn).sum())) <= 1
+    # 18 samples: 9 defective draws from 3 defective images = each exactly 3 times
+    counts = Counter(i for i in _draw(num_samples=18, generator=torch_generator(0)) if LABELS[i] == 1)
+    assert counts == {1: 3, 5: 3, 8: 3}
+
+
+def test_sampler_default_epoch_sees_every_negative_once():
+    negatives = sorted(i for i, y in enumerate(LABELS) if y == 0)
+    sampler = AlternatingSampler(LABELS, generator=torch_generator(2))
+    assert len(sampler) == 2 * len(negatives) == 18
+    for _ in range(3):  # every epoch, and every 2 * n_neg window of a longer stream
+        epoch = list(sampler)
+        assert sorted(epoch[1::2]) == negatives
+    stream = _draw(num_samples=3 * 18, generator=torch_generator(3))
+    for start in range(0, len(stream), 18):
+        assert sorted(stream[start + 1:start + 18:2]) == negatives
+
+
+def test_sampler_is_random_and_deterministic():
+    a = _draw(num_samples=40, generator=torch_generator(7))
+    b = _draw(num_samples=40, generator=torch_generator(7))
+    c = _draw(num_samples=40, generator=torch_generator(8))
+    assert a == b
+    assert a != c
+    sampler = AlternatingSampler(LABELS, generator=torch_generator(7))
+    assert list(sampler) != list(sampler)  # successive epochs are reshuffled
+    # not just sorted order
+    assert a[1::2][:9] != sorted(a[1::2][:9])
+
+
+@pytest.mark.parametrize("labels, missing", [([0, 0, 0], "defective"), ([1, 1], "defect-free"), ([], "defective")])
+def test_sampler_missing_class(labels, missing):
+    with pytest.raises(ValueError, match=missing):
+        AlternatingSampler(labels)
+
+
+@pytest.mark.parametrize("kw", [{"num_samples": 0}, {"num_samples": -3}, {"num_samples": 2.5}, {"num_samples": True}])
+def test_sampler_bad_num_samples(kw):
+    with pytest.raises(ValueError, match="num_samples"):
+        AlternatingSampler(LABELS, **kw)
+
+
+def test_sampler_bad_labels_and_input_types():
+    with pytest.raises(ValueError, match="0 .defect-free. or 1"):
+        AlternatingSampler([0, 1, 2])
+    for labels in (pd.Series(LABELS), np.array(LABELS), torch.tensor(LABELS), [bool(y) for y in LABELS]):
+        assert _draw(labels, num_samples=10, generator=torch_generator(4)) == \
+            _draw(num_samples=10, generator=torch_generator(4))
+
+
+def test_sampler_doctest():
+    assert doctest.testmod(sampler_module).failed == 0
+
+
+# --------------------------------------------------------------------------------------
+# seg_targets, freeze
+# --------------------------------------------------------------------------------------
+
+
+def test_seg_targets_keeps_one_pixel_lines():
+    mask = torch.zeros(2, 1, 64, 32)
+    mask[0, 0, 13, :] = 1  # a 1-pixel horizontal line in map row 13 // 8 = 1
+    mask[1, 0, :, 5] = 1   # a 1-pixel vertical line in map column 5 // 8 = 0
+    mask[1, 0, 63, 31] = 1  # a single pixel in the last cell
+    target = seg_targets(mask, (8, 4))
+    assert target.shape == (2, 1, 8, 4)
+    expected = torch.zeros(2, 1, 8, 4)
+    expected[0, 0, 1, :] = 1
+    expected[1, 0, :, 0] = 1
+    expected[1, 0, 7, 3] = 1
+    assert torch.equal(target, expected)
+    # an average (area) resize would have kept only 1/8 of the line
+    assert torch.nn.functional.interpolate(mask, size=(8, 4), mode="area").max() <= 0.125
+    assert torch.equal(seg_targets(mask.bool(), torch.Size([8, 4])), expected)
+    with pytest.raises(ValueError):
+        seg_targets(mask[0], (8, 4))
+
+
+def test_two_stage_doctest():
+    assert doctest.testmod(two_stage).failed == 0
+
+
+def test_freeze():
+    seg = TinySeg().train()
+    assert freeze(seg) is seg
+    assert not seg.training and not any(p.requires_grad for p in seg.parameters())
+
+
+def test_train_classifier_leaves_segnet_bit_identical(dataset):
+    seg, clf = _models(1)
+    train_segmentation(seg, dataset, steps=4, lr=1e-2, seed=0, progress=False)
+    seg.train()  # as left by stage 1: BN would update its running stats if not frozen
+    seg_before, clf_before = _params(seg), _params(clf)
+    assert any("running_mean" in k for k in seg_before)
+    train_classifier(seg, clf, dataset, steps=10, lr=1e-2, seed=0, progress=False)
+    seg_after = _params(seg)
+    assert seg_before.keys() == seg_after.keys()
+    for key in seg_before:  # weights and BN running stats / counters
+        assert torch.equal(seg_before[key], seg_after[key]), key
+    assert not any(p.requires_grad for p in seg.parameters())
+    assert not seg.training
+    changed = [k for k, v in _params(clf).items() if not torch.equal(v, clf_before[k])]
+    assert set(changed) == set(clf_before)
+
+
+# --------------------------------------------------------------------------------------
+# End to end on synthetic data
+# --------------------------------------------------------------------------------------
+
+
+def test_end_to_end_losses_fall_and_predict(dataset):
+    seg, clf = _models(0)
+    seg_losses = train_segmentation(seg, dataset, steps=60, lr=1e-2, seed=0, progress=False)
+    assert len(seg_losses) == 60 and all(np.isfinite(seg_losses))
+    assert np.mean(seg_losses[-10:]) < 0.6 * np.mean(seg_losses[:10])
+
+    clf_losses = train_classifier(seg, clf, dataset, steps=60, lr=1e-2, seed=1, progress=False)
+    assert len(clf_losses) == 60 and all(np.isfinite(clf_losses))
+    assert np.mean(clf_losses[-10:]) < 0.6 * np.mean(clf_losses[:10])
+
+    table, maps = predict(seg, clf, dataset, batch_size=3, keep_maps=True, progress=False)
+    assert list(table.columns) == ["index", "score", "seg_max"]
+    assert table["index"].tolist() == list(range(len(dataset)))
+    assert table["score"].between(0, 1).all() and table["seg_max"].between(0, 1).all()
+    assert sorted(maps) == list(range(len(dataset)))
+    for index, prob in maps.items():
+        assert prob.dtype == np.float16 and prob.shape == (8, 4)
+        assert float(prob.max()) == pytest.approx(table.at[index, "seg_max"], abs=1e-3)
+    # the trained pair separates the classes of this easy data
+    labels = dataset.table["label"].to_numpy()
+    assert table["score"][labels == 1].min() > table["score"][labels == 0].max()
+
+    plain = predict(seg, clf, dataset, progress=False)
+    assert isinstance(plain, pd.DataFrame)
+    pd.testing.assert_frame_equal(plain, table, atol=1e-5, rtol=0)
+    assert not seg.training and not clf.training
+
+
+def test_same_seed_same_losses(dataset):
+    runs = []
+    for _ in range(2):
+        seg, clf = _models(3)
+        runs.append((train_segmentation(seg, dataset, steps=12, lr=1e-2, batch_size=2, seed=4, progress=False),
+                     train_classifier(seg, clf, dataset, steps=12, lr=1e-2, seed=4, progress=False)))
+    assert runs[0] == runs[1]
+    seg, _ = _models(3)
+    other = train_segmentation(seg, dataset, steps=12, lr=1e-2, batch_size=2, seed=5, progress=False)
+    assert other != runs[0][0]  # the seed changes the sample order
+
+
+def test_non_finite_loss_raises_with_step_and_lr(dataset):
+    with pytest.raises(FloatingPointError, match=r"step 1 of 5 .*lr=0\.001"):
+        train_segmentation(NaNSeg(), dataset, steps=5, lr=1e-3, seed=0, progress=False)
+    seg, clf = _models(0)
+    with pytest.raises(FloatingPointError, match=r"step 1 of 5 .*lr=0\.001"):
+        train_classifier(NaNSeg(), clf, dataset, steps=5, lr=1e-3, seed=0, progress=False)
+    seg, clf = _models(0)
+    with pytest.raises(FloatingPointError, match=r"train_segmentation: non-finite loss .*lr=1e\+30"):
+        train_segmentation(seg, dataset, steps=50, lr=1e30, seed=0, progress=False)
+
+
+@pytest.mark.parametrize("kw, match", [({"steps": 0}, "steps"), ({"lr": 0.0}, "lr"),
+                                        ({"lr": float("nan")}, "lr"), ({"batch_size": 0}, "batch_size")])
+def test_bad_arguments(dataset, kw, match):
+    args = {"steps": 2, "lr": 1e-3, "seed": 0, "progress": False} | kw
+    with pytest.raises(ValueError, match=match):
+        train_segmentation(TinySeg(), dataset, **args)
+
+
+def test_dataset_without_labels_is_rejected():
+    with pytest.raises(TypeError, match="label"):
+        train_segmentation(TinySeg(), [torch.zeros(1)], steps=1, lr=1e-3, seed=0, progress=False)
