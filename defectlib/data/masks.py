@@ -11,6 +11,23 @@ import cv2
 import numpy as np
 
 
+def check_kernel(k: int) -> int:
+    """``k`` if it is a valid dilation kernel (0, or an odd positive integer), else ValueError.
+
+    Examples
+    --------
+    >>> check_kernel(9)
+    9
+    >>> check_kernel(4)
+    Traceback (most recent call last):
+    ...
+    ValueError: dilation kernel k must be 0 or an odd positive integer, got 4
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0 or (k > 1 and k % 2 == 0):
+        raise ValueError(f"dilation kernel k must be 0 or an odd positive integer, got {k!r}")
+    return k
+
+
 def dilate_mask(mask: np.ndarray, k: int) -> np.ndarray:
     """Dilate a binary mask with a k×k square kernel; ``k = 0`` (or 1) returns it unchanged.
 
@@ -35,8 +52,7 @@ def dilate_mask(mask: np.ndarray, k: int) -> np.ndarray:
     """
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0 or (k > 1 and k % 2 == 0):
-        raise ValueError(f"dilation kernel k must be 0 or an odd positive integer, got {k!r}")
+    check_kernel(k)
     binary = (mask > 0).astype(np.uint8)
     if k <= 1:
         return binary

@@ -20,7 +20,7 @@ from ..config import ExperimentConfig
 from ..data import DATASETS, dataset_spec, load_samples
 from ..data.folds import FoldsManifest, ensure_folds
 from ..data.io import read_gray, read_mask
-from ..data.masks import dilate_mask
+from ..data.masks import check_kernel, dilate_mask
 from ..data.summary import areas_at_size, summarize
 from ..results import Run, RunResult
 
@@ -62,9 +62,7 @@ class DataConfig(ExperimentConfig):
     @field_validator("dilations")
     @classmethod
     def _odd(cls, value: list[int]) -> list[int]:
-        if any(k < 0 or (k > 1 and k % 2 == 0) for k in value):
-            raise ValueError("dilation kernels must be 0 or odd positive integers")
-        return value
+        return [check_kernel(k) for k in value]
 
     def folds_for(self, dataset: str) -> int:
         return dataset_spec(dataset).n_folds_default if self.n_folds is None else self.n_folds

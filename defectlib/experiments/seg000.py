@@ -33,6 +33,7 @@ from ..config import ExperimentConfig
 from ..data import DATASETS, load_samples
 from ..data.dataset import SurfaceDataset
 from ..data.folds import ensure_folds
+from ..data.masks import check_kernel
 from ..metrics import image_metrics
 from ..results import Run, RunResult
 from ..seeding import seed_everything
@@ -97,9 +98,7 @@ class Seg000Config(ExperimentConfig):
     @field_validator("dilation")
     @classmethod
     def _dilation(cls, value: int) -> int:
-        if value < 0 or (value > 1 and value % 2 == 0):
-            raise ValueError("dilation must be 0 or an odd positive integer")
-        return value
+        return check_kernel(value)
 
     def steps(self, stage_epochs: int | None, stage_steps: int, n_negative: int) -> int:
         """Optimiser steps of a stage: epochs × 2 × defect-free images / batch, or steps."""

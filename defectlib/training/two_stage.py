@@ -172,14 +172,19 @@ def train_segmentation(segnet: nn.Module, dataset, *, steps: int, lr: float, bat
         mask = batch["mask"].to(device)
         _, logits = segnet(image)
         loss = criterion(logits, seg_targets(mask, logits.shape[-2:]))
-        if math.isfinite(float(loss.detach())):
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        return loss
+        return _optimise(optimizer, loss)
 
     loader = _train_loader(dataset, steps=steps, batch_size=batch_size, seed=seed, num_workers=num_workers)
     return _run(name, loader, step_fn, steps=steps, lr=lr, progress=progress, log_every=log_every)
+
+
+def _optimise(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
+    """One Adam step on ``loss``, skipped when it is not finite (the caller raises then)."""
+    if math.isfinite(float(loss.detach())):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return loss
 
 
 def train_classifier(segnet: nn.Module, classifier: nn.Module, dataset, *, steps: int, lr: float,
@@ -204,11 +209,7 @@ def train_classifier(segnet: nn.Module, classifier: nn.Module, dataset, *, steps
         with torch.no_grad():
             features, logits = segnet(image)
         loss = criterion(_classifier_logit(classifier, features, logits, len(label)), label)
-        if math.isfinite(float(loss.detach())):
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        return loss
+        return _optimise(optimizer, loss)
 
     loader = _train_loader(dataset, steps=steps, batch_size=batch_size, seed=seed, num_workers=num_workers)
     return _run(name, loader, step_fn, steps=steps, lr=lr, progress=progress, log_every=log_every)
