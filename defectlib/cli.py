@@ -86,6 +86,36 @@ def cmd_book(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 1408x512; got {text!r}") from None
+    return h, w
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import BENCH_MODELS, default_sizes, run_bench
+    from .paths import results_root
+
+    sizes = None
+    if args.size:
+        sizes = {BENCH_MODELS[m].experiment: list(args.size) for m in (args.models or BENCH_MODELS)}
+    device = args.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
+    out = Path(args.out) if args.out else results_root() / "bench" / f"{device.split(':')[0]}.json"
+    record = run_bench(out, models=args.models or None, sizes=sizes or default_sizes(), device=device,
+                       channels_last=args.channels_last, train_repeats=args.repeats, infer_repeats=2 * args.repeats)
+    print(f"matmul peak: {record['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({device})")
+    header = f"{'model':<14}{'input':>10}{'params M':>10}{'GFLOPs':>9}{'train s':>9}{'infer ms':>10}{'peak MB':>9}{'inf %peak':>10}{'train %peak':>12}"
+    print(header)
+    for r in record["rows"]:
+        print(f"{r['model']:<14}{r['input']:>10}{r['parameters'] / 1e6:>10.2f}{r['gflops_per_image']:>9.2f}"
+              f"{r['train_step_s']:>9.3f}{r['inference_s'] * 1e3:>10.1f}{r['peak_memory_mb']:>9.0f}"
+              f"{100 * r['inference_fraction_of_peak']:>10.1f}{100 * r['train_fraction_of_peak']:>12.1f}")
+    print(f"written: {out} ({record['wall_time_s']:.0f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="defectlib", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--path-output", help="where _build/ goes (default: the project root)")
     book.add_argument("--no-execute", action="store_true", help="build from already-staged notebooks")
     book.set_defaults(func=cmd_book)
+
+    bench = sub.add_parser("bench", help="speed and memory of every model (figures, JSON)")
+    bench.add_argument("models", nargs="*", help="models (default: all of defectlib.bench.BENCH_MODELS)")
+    bench.add_argument("--size", type=_size, action="append", help="input HxW (repeatable; default: every profile's)")
+    bench.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    bench.add_argument("--repeats", type=int, default=5, help="timed training steps (inference: twice as many)")
+    bench.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    bench.add_argument("--out", help="JSON path (default: <results>/bench/<device>.json)")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -116,6 +116,11 @@ def device_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
     }
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -168,6 +173,8 @@ class Run:
         self.path = Path(root or results_root()) / config.EXPERIMENT / self.key
         self._clock = time.perf_counter()
         self._started = dt.datetime.now(dt.timezone.utc)
+        # The code that runs is the code at the start (files edited later do not change it).
+        self._git = git_state()
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -219,7 +226,7 @@ class Run:
             "run_key": self.key,
             "config": self.config.to_dict(),
             "folds_manifests": self.manifests,
-            "git": git_state(),
+            "git": self._git,
             "packages": package_versions(),
             "device": device_info(),
             "started_utc": self._started.isoformat(timespec="seconds"),

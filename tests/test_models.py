@@ -249,6 +249,29 @@ def test_classifier_shapes(size):
     assert layers[0][0][0].kernel_size == (5, 5) and layers[0][0][0].groups == 145
 
 
+def test_classifier_has_no_batchnorm_by_default_and_biases_instead():
+    # Batch 1 BatchNorm in the classifier over-fitted (module docstring, choice 2).
+    plain = DefectClassifier()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    convs = [m for m in plain.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 6 and all(c.bias is not None for c in convs)
+    normed = DefectClassifier(norm=True)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in normed.modules()) == 6
+    assert all(c.bias is None for c in normed.modules() if isinstance(c, nn.Conv2d))
+
+
+def test_proposed_output_layer_starts_small():
+    # The 1×1 output conv is initialised normal(0, 0.01), not Kaiming fan_out (std sqrt(2)),
+    # so the untrained map's logits are near 0 instead of std ~17 (module docstring, choice 9).
+    torch.manual_seed(0)
+    net = lightweight_segnet().train()
+    assert net.head.weight.std().item() == pytest.approx(0.01, rel=0.25)
+    assert torch.all(net.head.bias == 0)
+    with torch.no_grad():
+        logits = net(torch.rand(2, 1, 128, 64)).logits
+    assert logits.abs().max().item() < 2.0
+
+
 def test_classifier_on_each_segnet_features(proposed, unet):
     for net in (proposed, unet):
         with torch.no_grad():

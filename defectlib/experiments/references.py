@@ -20,3 +20,16 @@ SOURCES = {
     "seed000": "Surface defect detection model of motor commutator based on semantic segmentation (seed 000), Figs. 5-6",
     "tabernik2019": "Tabernik, Sela, Skvarc, Skocaj, J. Intell. Manuf. 2019, Table 2 (KolektorSDD, dilation 5)",
 }
+
+#: Published speed and size anchors for the performance chapter (other hardware, other code).
+SPEED_ANCHORS = [
+    {"source": "Tabernik et al. 2019 (SegDecNet)", "model": "SegDecNet", "parameters_m": 15.7,
+     "input": "1408×512", "ms_per_image": 110.0, "hardware": "Titan X"},
+    {"source": "Božič et al. 2021 (mixed supervision)", "model": "SegDecNet++", "parameters_m": None,
+     "input": "1408×512", "ms_per_image": 1000 / 23, "hardware": "RTX 2080 Ti",
+     "note": "23 images/s; 32 min of training per fold"},
+    {"source": "Božič et al. 2021 (baselines there)", "model": "U-Net", "parameters_m": 31.1,
+     "input": "1408×512", "ms_per_image": None, "hardware": None},
+    {"source": "Božič et al. 2021 (baselines there)", "model": "DeepLabv3+", "parameters_m": 41.1,
+     "input": "1408×512", "ms_per_image": None, "hardware": None},
+]

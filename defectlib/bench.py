@@ -1,0 +1,279 @@
+"""Speed and memory of every model of the study: figures, not timed tests.
+
+For each model and input size :func:`bench_model` measures
+
+* parameters, and FLOPs per image of one inference (``torch.utils.flop_counter``; a
+  multiply-add counts as 2),
+* the training step time at batch 1 (forward, loss, backward, Adam step) and the inference
+  latency (``torch.inference_mode``, batch 1), as medians over repeated runs after warm-up,
+* the peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on the CPU the peak resident
+  memory of a fresh child process that does only this measurement, minus its resident memory
+  right after building the model (so imports and the model's own weights are not counted),
+* achieved FLOP/s of inference and of training (training counted as 3× the forward FLOPs, the
+  usual forward + backward estimate), and their fraction of the machine's *measured* peak:
+  :func:`matmul_peak` times a large float32 matrix product in the same run.
+
+:func:`run_bench` measures every (model, size) in a child process each (so the memory figures
+are independent) and writes one JSON file atomically. ``defectlib bench`` is its command line.
+
+The models are the registry :data:`BENCH_MODELS`: a name maps to a function building the
+module and its training loss for one input, so a new experiment adds its models here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import atomic
+from .models.counting import count_parameters, flops_per_image
+
+__all__ = ["BENCH_MODELS", "BenchModel", "bench_model", "matmul_peak", "run_bench", "default_sizes"]
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """A model of the study as the benchmark sees it.
+
+    ``build()`` returns ``(module, loss_fn)``: ``module(x)`` is the inference pass on a
+    ``(1, in_channels, H, W)`` image, ``loss_fn(module, x)`` the training loss of one step.
+    """
+
+    build: Callable[[], tuple[nn.Module, Callable[[nn.Module, torch.Tensor], torch.Tensor]]]
+    in_channels: int
+    experiment: str
+    description: str
+
+
+class _SegAndClassifier(nn.Module):
+    """Seed 000 inference: segmentation network, then the classifier on its output."""
+
+    def __init__(self, segnet: nn.Module, classifier: nn.Module) -> None:
+        super().__init__()
+        self.segnet, self.classifier = segnet, classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features, logits = self.segnet(x)
+        return self.classifier(features, logits)
+
+
+def _seg000(name: str):
+    def build():
+        from .models import DefectClassifier, build_segnet
+
+        segnet = build_segnet(name)
+        model = _SegAndClassifier(segnet, DefectClassifier(in_channels=segnet.feature_channels + 1))
+
+        def loss_fn(module: _SegAndClassifier, x: torch.Tensor) -> torch.Tensor:
+            # The stage-1 step, the bulk of seed 000's training: map vs an (empty) target.
+            _, logits = module.segnet(x)
+            return nn.functional.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
+
+        return model, loss_fn
+
+    return build
+
+
+BENCH_MODELS: dict[str, BenchModel] = {
+    "proposed": BenchModel(_seg000("proposed"), 1, "seg000", "proposed segmentation net + classifier"),
+    "deeplabv3plus": BenchModel(_seg000("deeplabv3plus"), 1, "seg000", "DeepLabv3+ (ResNet-50) at 1/8 + classifier"),
+    "unet": BenchModel(_seg000("unet"), 1, "seg000", "U-Net (ResNet-34) at 1/8 + classifier"),
+}
+
+
+def default_sizes() -> dict[str, list[tuple[int, int]]]:
+    """Input sizes per experiment: every profile's (except smoke), plus seed 000 at 704×256
+    (the issue's training-step target)."""
+    from .experiments.seg000 import Seg000Config
+
+    seg000 = {tuple(p["input_size"]) for k, p in Seg000Config.PROFILES.items() if k != "smoke"}
+    seg000.add((704, 256))
+    return {"seg000": sorted(seg000)}
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _median_time(fn: Callable[[], object], *, repeats: int, warmup: int, device: str) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak(*, n: int = 2048, repeats: int = 5, device: str = "cpu", dtype=torch.float32) -> float:
+    """Measured FLOP/s of an ``n × n`` matrix product (``2 n³`` FLOPs), the median of ``repeats``.
+
+    Examples
+    --------
+    >>> matmul_peak(n=64, repeats=1) > 0
+    True
+    """
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    seconds = _median_time(lambda: a @ b, repeats=repeats, warmup=1, device=device)
+    return 2 * n**3 / seconds
+
+
+def _rss_bytes() -> int:
+    """Current resident memory of this process (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
+
+
+def bench_model(
+    name: str,
+    input_size: Sequence[int],
+    *,
+    device: str = "cpu",
+    train_repeats: int = 5,
+    infer_repeats: int = 10,
+    warmup: int = 2,
+    channels_last: bool = False,
+) -> dict:
+    """Measure one model at one input size (in this process). Returns a flat dict of figures.
+
+    ``peak_memory_mb`` on the CPU is only meaningful in a process that measures nothing else
+    (:func:`run_bench` takes care of that).
+    """
+    if name not in BENCH_MODELS:
+        raise KeyError(f"unknown model {name!r}; choose one of {', '.join(BENCH_MODELS)}")
+    spec = BENCH_MODELS[name]
+    torch.manual_seed(0)
+    h, w = (int(v) for v in input_size)
+    model, loss_fn = spec.build()
+    flops = flops_per_image(model, (h, w), in_channels=spec.in_channels)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    x = torch.rand(1, spec.in_channels, h, w, device=device).contiguous(memory_format=memory_format)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = _rss_bytes()
+
+    model.eval()
+
+    def infer():
+        with torch.inference_mode():
+            model(x)
+
+    infer_s = _median_time(infer, repeats=infer_repeats, warmup=warmup, device=device)
+
+    model.train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model, x).backward()
+        optimizer.step()
+
+    train_s = _median_time(step, repeats=train_repeats, warmup=warmup, device=device)
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = max(0, _peak_rss_bytes() - rss_before)
+    return {
+        "model": name,
+        "experiment": spec.experiment,
+        "description": spec.description,
+        "input": f"{h}×{w}",
+        "height": h,
+        "width": w,
+        "parameters": count_parameters(model),
+        "gflops_per_image": flops / 1e9,
+        "train_step_s": train_s,
+        "inference_s": infer_s,
+        "images_per_s": 1.0 / infer_s,
+        "peak_memory_mb": peak / 2**20,
+        "inference_flops_per_s": flops / infer_s,
+        "train_flops_per_s": 3 * flops / train_s,
+        "channels_last": channels_last,
+        "device": device,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _child(args: list[str]) -> dict:
+    """Run :func:`bench_model` in a fresh interpreter (its own peak-memory figure)."""
+    code = (
+        "import json, sys; from defectlib.bench import bench_model; "
+        "a = json.loads(sys.argv[1]); print('BENCH' + json.dumps(bench_model(**a)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark child failed ({args}):\n{out.stderr[-2000:]}")
+    line = next(line for line in out.stdout.splitlines() if line.startswith("BENCH"))
+    return json.loads(line[len("BENCH"):])
+
+
+def run_bench(
+    out_path,
+    *,
+    models: Sequence[str] | None = None,
+    sizes: dict[str, list[tuple[int, int]]] | None = None,
+    device: str = "cpu",
+    channels_last: bool = False,
+    progress: bool = True,
+    **kwargs,
+) -> dict:
+    """Measure every model at its experiment's sizes, each in its own child process, and write
+    ``out_path`` (JSON, atomically; ``None``: do not write): the machine, its measured matmul
+    peak, one row per measurement. Returns the record."""
+    from tqdm.auto import tqdm
+
+    from .results import device_info, git_state, package_versions
+
+    models = list(models or BENCH_MODELS)
+    unknown = [m for m in models if m not in BENCH_MODELS]
+    if unknown:
+        raise KeyError(f"unknown model(s) {unknown}; choose from {', '.join(BENCH_MODELS)}")
+    sizes = sizes or default_sizes()
+    started = time.time()
+    peak = matmul_peak(device=device)
+    jobs = [(m, s) for m in models for s in sizes.get(BENCH_MODELS[m].experiment, [])]
+    rows = []
+    for name, size in tqdm(jobs, desc="bench", disable=not progress):
+        args = {"name": name, "input_size": list(size), "device": device, "channels_last": channels_last, **kwargs}
+        row = _child([json.dumps(args)])
+        row["inference_fraction_of_peak"] = row["inference_flops_per_s"] / peak
+        row["train_fraction_of_peak"] = row["train_flops_per_s"] / peak
+        rows.append(row)
+    record = {
+        "matmul_peak_flops_per_s": peak,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "device": device_info(),
+        "git": git_state(),
+        "packages": package_versions(),
+        "wall_time_s": time.time() - started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "rows": rows,
+    }
+    if out_path is not None:
+        atomic.write_json(out_path, record)
+    return record
