@@ -1,0 +1,552 @@
+"""Seed 004, segmentation: the improved DeepLabv3+ (local branch, no ASPP, local image input)
+against DeepLabv3+, 5-fold cross-validation, pixel precision, recall and F1.
+
+The paper's datasets (MDPA, MDPB) are private; the study runs on MagneticTile (the main
+stand-in, many small defects) and KolektorSDD. One *cell* is one dataset and one network
+(``deeplabv3plus``, or ``improved`` with its ablation switches), trained and tested over the
+folds of the folds manifest. Every test image is segmented whole; its pixels are counted
+(TP, FP, FN, TN at probability ``>= threshold``) against its mask, and precision, recall and F1
+are computed per fold and over all folds from the summed counts (micro-average; the standard
+definitions, since the paper's equations 12–13 are misprinted).
+
+Choices the paper leaves open, and deviations (also stated in the book):
+
+- **Networks**: :mod:`defectlib.models.seg004` (branch = 7×7/2 convolution + ResNet-50's first
+  stage structure at 1/2; ASPP replaced by a 1×1 projection; three upsampling steps).
+- **Initialisation**: random (the paper's training step 1) for both networks; with
+  ``imagenet_weights=True`` the ResNet-50 encoder loads ImageNet weights *if a file is on disk*
+  (none is downloaded). What was used is recorded per fold (``pretrained`` in provenance).
+- **Input size**: images are resized (area interpolation) to ``input_size``; the ``cpu``
+  profile uses 256×256 for MagneticTile (native sizes 222–403 × 103–632, squashed to a square)
+  and 352×128 for KolektorSDD (1/4 of seed 000's 1408×512); ``paper`` uses 384×384 and
+  1408×512. Masks are resized with the any-pixel rule (:func:`~defectlib.data.masks.resize_mask`),
+  which keeps thin defects but fattens them slightly; no dilation.
+- **Evaluation resolution**: the metrics count pixels at the network input size, not at
+  native resolution.
+- **Crop** (local image input): ``crop_size`` defaults to half of each input side, rounded down
+  to a multiple of 16 (a quarter of the area: 128×128 for 256×256, 176×64 for 352×128); one
+  uniformly random box per image and step, corners on multiples of 16 (the backbone's stride),
+  not biased towards defects.
+- **Batches**: ``pairs_per_batch`` defective and as many defect-free images per step (the
+  paper's step 2 with ``n = pairs_per_batch``); both networks see the same batches, Adam with
+  the same ``lr``, ``weight_decay`` (the L2 term) and number of steps (the paper trains "until
+  the loss converges"; here a fixed budget, the same for both). DeepLabv3+ trains on whole
+  images.
+- **Loss**: mean binary cross-entropy of the per-pixel logit (= the two-class cross-entropy of
+  eq. 8) over the crop (improved) or the image (DeepLabv3+), no class weighting.
+- **Defective images without an annotated pixel** (MagneticTile's four "Uneven" images) are
+  left out of training (where their defect lies is unknown) but kept in the test folds, where
+  they can only add false positives.
+- **Folds**: the spine's manifest (``StratifiedGroupKFold`` on the defect class, grouped by
+  part), not the paper's random re-draws of its Table 1 split sizes. Each fold is seeded alone
+  (``seed_everything(seed)`` at its start), so a resumed run gives the same numbers.
+- **Beyond the paper**: metrics by defect size (:func:`size_table`) and an ablation of the
+  branch, the ASPP and the local image input (:data:`ABLATION`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import Field, field_validator, model_validator
+from tqdm.auto import tqdm
+
+from ..config import ExperimentConfig
+from ..data import load_samples
+from ..data.dataset import SurfaceDataset
+from ..data.folds import ensure_folds
+from ..metrics import counts_to_prf
+from ..results import Run, RunResult
+from ..seeding import seed_everything
+
+MODELS = ("deeplabv3plus", "improved")
+DATASETS = ("magnetictile", "kolektorsdd", "synthetic")
+#: The grid's datasets per profile (smoke runs on synthetic data only).
+GRID_DATASETS = {"smoke": ["synthetic"], "cpu": ["magnetictile", "kolektorsdd"],
+                 "paper": ["magnetictile", "kolektorsdd"]}
+#: Network input (H, W) per profile and dataset (``input_size="per-dataset"``).
+INPUT_SIZES = {
+    "smoke": {"synthetic": [64, 64], "magnetictile": [64, 64], "kolektorsdd": [128, 64]},
+    "cpu": {"synthetic": [64, 64], "magnetictile": [256, 256], "kolektorsdd": [352, 128]},
+    "paper": {"synthetic": [128, 64], "magnetictile": [384, 384], "kolektorsdd": [1408, 512]},
+}
+#: The ablation's variants of the improved network (overrides of its config).
+ABLATION = {
+    "improved": {},
+    "improved + ASPP": {"aspp": True},
+    "no branch": {"branch": False},
+    "no branch + ASPP": {"branch": False, "aspp": True},
+    "whole-image training": {"local_input": False},
+}
+#: Defect-area bins of :func:`size_table`, in pixels: [1, 100), [100, 300), ..., [10000, ∞).
+AREA_BINS = (1, 100, 300, 1000, 3000, 10000, math.inf)
+#: Gallery categories kept with a run (:func:`gallery`).
+GALLERY = ("best", "worst", "false alarms")
+CROP_ALIGN = 16
+
+_REAL = {"n_folds": 5, "input_size": "per-dataset", "lr": 1e-3, "weight_decay": 1e-4}
+
+
+class Seg004Config(ExperimentConfig):
+    """One cell of seed 004's segmentation grid: a dataset and a network, over all folds."""
+
+    EXPERIMENT: ClassVar[str] = "seg004"
+    PROFILES: ClassVar[dict] = {
+        "smoke": {"dataset": "synthetic", "n_folds": 3, "input_size": [64, 64], "steps": 6, "lr": 1e-3,
+                  "weight_decay": 1e-4, "pairs_per_batch": 1, "gallery_scale": 1},
+        "cpu": {**_REAL, "dataset": "magnetictile", "steps": 300, "pairs_per_batch": 2, "gallery_scale": 2},
+        "paper": {**_REAL, "dataset": "magnetictile", "steps": 3000, "pairs_per_batch": 4, "gallery_scale": 4},
+    }
+
+    #: ``deeplabv3plus`` or ``improved``.
+    model: str = "improved"
+    #: Improved network only: the local branch (ablation: off).
+    branch: bool = True
+    #: Improved network only: ASPP kept (ablation: on; the paper removes it).
+    aspp: bool = False
+    #: Improved network only: the paper's local image input (crop to the branch, loss on the
+    #: crop); off = whole images in both paths and the loss on the whole image.
+    local_input: bool = True
+    #: magnetictile | kolektorsdd | synthetic (stand-ins for the paper's private MDPA/MDPB).
+    dataset: str = "magnetictile"
+    n_folds: int = Field(default=5, ge=2)
+    #: Seed of the folds manifest (the spine's folds); ``seed`` seeds training.
+    folds_seed: int = 0
+    #: Network input (H, W), multiples of 16 (``"per-dataset"``: :data:`INPUT_SIZES`).
+    input_size: list[int]
+    #: Crop (H, W) of the local image input; default half of each input side (multiple of 16).
+    crop_size: list[int]
+    #: Adam steps per fold; a step is ``pairs_per_batch`` defective + as many defect-free images.
+    steps: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    #: Adam's weight decay: the paper's L2 term.
+    weight_decay: float = Field(default=1e-4, ge=0)
+    pairs_per_batch: int = Field(ge=1)
+    #: A pixel is called defective when its probability is at least this.
+    threshold: float = 0.5
+    #: Load ImageNet weights of ResNet-50 into the encoders when a file is on disk.
+    imagenet_weights: bool = False
+    #: Images kept per gallery category and fold (best, worst, false alarms).
+    gallery_size: int = Field(default=2, ge=0)
+    #: Gallery images are stored at the input size divided by this.
+    gallery_scale: int = Field(default=2, ge=1)
+    eval_batch_size: int = Field(default=4, ge=1)
+    num_workers: int = Field(default=0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sizes(cls, data):
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("input_size") == "per-dataset":
+            profile = data.get("profile") if data.get("profile") in INPUT_SIZES else "cpu"
+            data["input_size"] = list(INPUT_SIZES[profile].get(data.get("dataset", "magnetictile"), [256, 256]))
+        size = data.get("input_size")
+        if data.get("crop_size") is None and isinstance(size, list) and len(size) == 2:
+            data["crop_size"] = [max(CROP_ALIGN, (int(s) // 2) // CROP_ALIGN * CROP_ALIGN) for s in size]
+        return data
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value!r}; choose one of {', '.join(MODELS)}")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, value: str) -> str:
+        if value not in DATASETS:
+            raise ValueError(f"unknown dataset {value!r}; choose one of {', '.join(DATASETS)}")
+        return value
+
+    @field_validator("input_size")
+    @classmethod
+    def _input_size(cls, value: list[int]) -> list[int]:
+        if len(value) != 2 or any(v < 32 or v % 16 for v in value):
+            raise ValueError(f"input_size must be [H, W], multiples of 16 and at least 32, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if len(self.crop_size) != 2 or any(c < 1 or c > s for c, s in zip(self.crop_size, self.input_size)):
+            raise ValueError(f"crop_size must be [h, w] inside input_size {self.input_size}, got {self.crop_size}")
+        if self.model == "deeplabv3plus" and (not self.branch or self.aspp or not self.local_input):
+            raise ValueError("branch, aspp and local_input are switches of the improved network; "
+                             "leave them at their defaults for deeplabv3plus")
+        return self
+
+    @property
+    def variant(self) -> str:
+        """A short name: ``DeepLabv3+``, ``improved`` or an ablation variant's."""
+        return variant_name(self.to_dict())
+
+
+def variant_name(config: dict) -> str:
+    """The display name of a cell from its config dict (as stored in provenance).
+
+    Examples
+    --------
+    >>> variant_name({"model": "improved", "branch": True, "aspp": True, "local_input": True})
+    'improved + ASPP'
+    >>> variant_name({"model": "deeplabv3plus"})
+    'DeepLabv3+'
+    """
+    if config["model"] == "deeplabv3plus":
+        return "DeepLabv3+"
+    flags = {"aspp": bool(config.get("aspp", False)), "branch": bool(config.get("branch", True)),
+             "local_input": bool(config.get("local_input", True))}
+    for name, overrides in ABLATION.items():
+        if flags == {"aspp": False, "branch": True, "local_input": True, **overrides}:
+            return name
+    parts = ["branch" if flags["branch"] else "no branch", "ASPP" if flags["aspp"] else "no ASPP",
+             "local input" if flags["local_input"] else "whole images"]
+    return "improved (" + ", ".join(parts) + ")"
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def image_f1(tp, fp, fn) -> np.ndarray:
+    """Per-image pixel F1 ``2 TP / (2 TP + FP + FN)`` (``nan`` where all three are 0).
+
+    >>> image_f1([3, 0], [1, 0], [2, 0]).round(3).tolist()
+    [0.667, nan]
+    """
+    tp, fp, fn = (np.asarray(v, dtype=float) for v in (tp, fp, fn))
+    denominator = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, 2 * tp / np.where(denominator > 0, denominator, 1), np.nan)
+
+
+def _gallery_rows(part: pd.DataFrame, size: int) -> dict[str, np.ndarray]:
+    """Rows kept per category: best and worst annotated defective images, worst false alarms."""
+    annotated = part[(part["label"] == 1) & (part["mask_area"] > 0)]
+    best = annotated.sort_values(["f1_image", "mask_area"], ascending=[False, False], kind="stable")
+    worst = annotated.sort_values(["f1_image", "mask_area"], ascending=[True, False], kind="stable")
+    alarms = part[(part["label"] == 0) & (part["fp"] > 0)].sort_values("fp", ascending=False, kind="stable")
+    return {"best": best.index[:size].to_numpy(np.int64), "worst": worst.index[:size].to_numpy(np.int64),
+            "false alarms": alarms.index[:size].to_numpy(np.int64)}
+
+
+def _small(array: np.ndarray, size: tuple[int, int], *, kind: str) -> np.ndarray:
+    import cv2
+
+    from ..data.masks import resize_mask
+
+    if array.shape == size:
+        small = array
+    elif kind == "mask":
+        return resize_mask(array, size)
+    else:
+        small = cv2.resize(np.asarray(array, np.float32), (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    if kind == "prob":
+        return np.clip(np.rint(np.asarray(small, np.float32) * 255), 0, 255).astype(np.uint8)
+    return np.asarray(small).astype(np.uint8)
+
+
+def _train_fold(cfg: Seg004Config, table: pd.DataFrame, folds: np.ndarray, fold: int, current: Run, *,
+                progress: bool = True) -> pd.DataFrame:
+    from ..models.seg004 import build_seg004
+    from ..training.seg004 import predict_seg004, train_seg004
+
+    seed_everything(cfg.seed)
+    device = _device()
+    size = tuple(cfg.input_size)
+    train_table, test_table = table[folds != fold], table[folds == fold]
+    unannotated = (train_table["label"] == 1) & (train_table["defect_area"] == 0)
+    train_set = SurfaceDataset(train_table[~unannotated], size=size)
+    test_set = SurfaceDataset(test_table, size=size)
+
+    model = build_seg004(cfg.model, branch=cfg.branch, aspp=cfg.aspp, find_weights=cfg.imagenet_weights).to(device)
+    crop = tuple(cfg.crop_size) if (cfg.model == "improved" and cfg.local_input) else None
+    started = time.perf_counter()
+    losses = train_seg004(model, train_set, steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                          crop_size=crop, pairs_per_batch=cfg.pairs_per_batch, seed=cfg.seed, device=device,
+                          num_workers=cfg.num_workers, progress=progress)
+    trained = time.perf_counter()
+    counts, maps = predict_seg004(model, test_set, threshold=cfg.threshold, device=device,
+                                  batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
+                                  keep_maps=True, progress=progress)
+    predicted = time.perf_counter()
+    if counts["index"].tolist() != list(range(len(test_set))):
+        raise RuntimeError("predict_seg004 returned the test images out of order")
+
+    part = test_table[["sample_id", "label", "defect_class", "defect_area"]].reset_index(drop=True)
+    part.insert(1, "fold", fold)
+    for key in ("tp", "fp", "fn", "tn", "prob_max"):
+        part[key] = counts[key].to_numpy()
+    part["mask_area"] = part["tp"] + part["fn"]
+    part["f1_image"] = image_f1(part["tp"], part["fp"], part["fn"])
+
+    keep = _gallery_rows(part, cfg.gallery_size)
+    small = (size[0] // cfg.gallery_scale, size[1] // cfg.gallery_scale)
+    arrays = {}
+    for category, rows in keep.items():
+        key = category.replace(" ", "_")
+        pairs = [test_set.arrays(int(i)) for i in rows]
+        arrays[f"{key}_rows"] = rows
+        arrays[f"{key}_images"] = np.stack([_small(p[0], small, kind="image") for p in pairs]) if len(rows) \
+            else np.zeros((0, *small), np.uint8)
+        arrays[f"{key}_masks"] = np.stack([_small(p[1], small, kind="mask") for p in pairs]) if len(rows) \
+            else np.zeros((0, *small), np.uint8)
+        arrays[f"{key}_probs"] = np.stack([_small(maps[int(i)], small, kind="prob") for i in rows]) if len(rows) \
+            else np.zeros((0, *small), np.uint8)
+    current.save_artifact(
+        f"fold{fold}",
+        losses=np.asarray(losses, np.float32),
+        train_s=np.array(trained - started),
+        predict_s=np.array(predicted - trained),
+        pretrained=np.array(str(getattr(model, "pretrained", None))),
+        crop_size=np.array(crop if crop is not None else (0, 0)),
+        **arrays,
+    )
+    return part
+
+
+def pixel_metrics(samples: pd.DataFrame) -> dict:
+    """Precision, recall, F1 and the counts from the summed pixel counts of ``samples``."""
+    counts = {k: int(samples[k].sum()) for k in ("tp", "fp", "fn", "tn")}
+    return {**counts_to_prf(counts), "n_images": int(len(samples)), "n_defective": int((samples["label"] == 1).sum())}
+
+
+def _metrics(samples: pd.DataFrame) -> dict:
+    metrics = pixel_metrics(samples)
+    per_fold = {str(f): pixel_metrics(g) for f, g in samples.groupby("fold")}
+    metrics["per_fold"] = per_fold
+    for key in ("precision", "recall", "f1"):
+        values = np.array([m[key] for m in per_fold.values()], dtype=float)
+        metrics[f"{key}_fold_mean"] = float(values.mean())
+        metrics[f"{key}_fold_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    annotated = samples[(samples["label"] == 1) & (samples["mask_area"] > 0)]
+    metrics["mean_image_f1"] = float(annotated["f1_image"].fillna(0).mean()) if len(annotated) else math.nan
+    free = samples[samples["label"] == 0]
+    metrics["defect_free_with_fp"] = int((free["fp"] > 0).sum())
+    metrics["n_defect_free"] = int(len(free))
+    return metrics
+
+
+def _fold_artifact(current: Run, fold: int) -> dict[str, np.ndarray]:
+    with np.load(current.path / "artifacts" / f"fold{fold}.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def run(cfg: Seg004Config, *, progress: bool = True) -> RunResult:
+    """Train and test one cell over all folds (or read it from the results cache)."""
+    table = load_samples(cfg.dataset)
+    manifest = ensure_folds(cfg.dataset, table, n_folds=cfg.n_folds, seed=cfg.folds_seed)
+    current = Run(cfg, {cfg.dataset: manifest})
+    if current.complete:
+        return current.load()
+    folds = manifest.folds_of(table)
+    for fold in tqdm(range(cfg.n_folds), desc=f"{cfg.dataset} {cfg.variant}", disable=not progress):
+        if not current.has_part(f"fold{fold}"):
+            current.save_part(f"fold{fold}", _train_fold(cfg, table, folds, fold, current, progress=progress))
+    samples = current.load_parts()
+    pretrained = sorted({str(_fold_artifact(current, f)["pretrained"]) for f in range(cfg.n_folds)})
+    return current.finish(samples, _metrics(samples), extra={
+        "device_used": _device(), "pretrained": pretrained[0] if len(pretrained) == 1 else pretrained})
+
+
+# ------------------------------------------------------------------------------------- grids
+
+
+def grid_configs(profile: str, *, datasets=None, models=MODELS, **overrides) -> list[Seg004Config]:
+    """The configs of the grid ``datasets × models`` (``datasets=None``: the profile's)."""
+    datasets = GRID_DATASETS.get(profile, ["magnetictile"]) if datasets is None else datasets
+    return [Seg004Config.from_profile(profile, dataset=d, model=m, **overrides) for d in datasets for m in models]
+
+
+def ablation_configs(profile: str, *, dataset: str, variants=None, **overrides) -> list[Seg004Config]:
+    """The improved network's ablation cells on one dataset (:data:`ABLATION`)."""
+    variants = list(ABLATION) if variants is None else list(variants)
+    unknown = [v for v in variants if v not in ABLATION]
+    if unknown:
+        raise ValueError(f"unknown ablation variant(s) {unknown}; choose from {', '.join(ABLATION)}")
+    return [Seg004Config.from_profile(profile, dataset=dataset, model="improved", **{**ABLATION[v], **overrides})
+            for v in variants]
+
+
+def run_grid(configs: list[Seg004Config], *, progress: bool = True) -> list[RunResult]:
+    """Run (or read) every cell; finished cells are skipped, unfinished ones continue."""
+    return [run(cfg, progress=progress) for cfg in tqdm(configs, desc="grid", disable=not progress)]
+
+
+def _cell(result: RunResult) -> dict:
+    cfg = result.provenance["config"]
+    return {"dataset": cfg["dataset"], "model": variant_name(cfg)}
+
+
+def grid_table(results: list[RunResult]) -> pd.DataFrame:
+    """One row per cell and test fold, plus one per cell over all folds (``fold == "all"``).
+
+    Columns: dataset, model, fold, precision, recall, f1, tp, fp, fn, n_images, and the cell's
+    wall time in minutes (on the ``all`` rows).
+    """
+    keys = ("precision", "recall", "f1", "tp", "fp", "fn", "n_images")
+    rows = []
+    for r in results:
+        cell, m = _cell(r), r.metrics
+        for fold, fm in sorted(m["per_fold"].items(), key=lambda kv: int(kv[0])):
+            rows.append({**cell, "fold": str(fold), **{k: fm[k] for k in keys}, "wall_time_min": math.nan})
+        rows.append({**cell, "fold": "all", **{k: m[k] for k in keys},
+                     "wall_time_min": r.provenance["wall_time_s"] / 60})
+    return pd.DataFrame(rows, columns=["dataset", "model", "fold", *keys, "wall_time_min"])
+
+
+def summary_table(results: list[RunResult]) -> pd.DataFrame:
+    """One row per cell: metrics over all folds, their mean ± std over folds, wall time, weights."""
+    rows = []
+    for r in results:
+        m = r.metrics
+        row = {**_cell(r)}
+        for key in ("precision", "recall", "f1"):
+            row[key] = m[key]
+            row[f"{key} (fold mean ± std)"] = f"{m[f'{key}_fold_mean']:.3f} ± {m[f'{key}_fold_std']:.3f}"
+        row.update({"mean image F1": m["mean_image_f1"],
+                    "defect-free images with FP": f"{m['defect_free_with_fp']} / {m['n_defect_free']}",
+                    "wall time (min)": r.provenance["wall_time_s"] / 60,
+                    "ImageNet weights": r.provenance.get("pretrained") not in (None, "None")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _bin_label(low: float, high: float) -> str:
+    return f"≥{low:g}" if math.isinf(high) else f"{low:g}–{high - 1:g}"
+
+
+def size_table(results: list[RunResult], bins=AREA_BINS, *, area: str = "native") -> pd.DataFrame:
+    """Metrics by defect size: annotated defective test images binned by total defect area.
+
+    ``area="native"`` bins by the area at the image's own resolution, ``"input"`` by the mask
+    area at the network input. Per bin: pixel precision, recall and F1 over those images'
+    pixels, the mean per-image F1, and the detection rate (images with at least one true
+    positive pixel). A last row per cell, ``defect-free``, gives the false-alarm rate (images
+    with at least one false positive pixel).
+    """
+    if area not in ("native", "input"):
+        raise ValueError(f"area must be 'native' or 'input', got {area!r}")
+    column = "defect_area" if area == "native" else "mask_area"
+    edges = [float(b) for b in bins]
+    if len(edges) < 2 or any(a >= b for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"bins must be at least two increasing edges, got {bins}")
+    columns = ["dataset", "model", "bin", "low", "high", "n", "precision", "recall", "f1", "mean_image_f1",
+               "detection_rate", "false_alarm_rate"]
+    rows = []
+    for r in results:
+        s = r.samples
+        annotated = s[(s["label"] == 1) & (s["mask_area"] > 0)]
+        for low, high in zip(edges, edges[1:]):
+            inside = annotated[(annotated[column] >= low) & (annotated[column] < high)]
+            row = {**_cell(r), "bin": _bin_label(low, high), "low": low, "high": high, "n": int(len(inside)),
+                   "precision": math.nan, "recall": math.nan, "f1": math.nan, "mean_image_f1": math.nan,
+                   "detection_rate": math.nan, "false_alarm_rate": math.nan}
+            if len(inside):
+                m = pixel_metrics(inside)
+                row.update(precision=m["precision"], recall=m["recall"], f1=m["f1"],
+                           mean_image_f1=float(inside["f1_image"].fillna(0).mean()),
+                           detection_rate=float((inside["tp"] > 0).mean()))
+            rows.append(row)
+        free = s[s["label"] == 0]
+        rows.append({**_cell(r), "bin": "defect-free", "low": math.nan, "high": math.nan, "n": int(len(free)),
+                     "precision": math.nan, "recall": math.nan, "f1": math.nan, "mean_image_f1": math.nan,
+                     "detection_rate": math.nan,
+                     "false_alarm_rate": float((free["fp"] > 0).mean()) if len(free) else math.nan})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def gallery(result: RunResult, category: str, *, n: int | None = None):
+    """Stored overlay images of one category: ``(entries, images, masks, probs)``.
+
+    ``category`` is one of :data:`GALLERY`: ``best`` (highest per-image F1 first), ``worst``
+    (lowest first) among annotated defective images, or ``false alarms`` (defect-free images,
+    most false-positive pixels first), over all folds, at most ``n``. ``probs`` are the
+    probability maps as ``uint8`` (0–255); images and masks come from the run's artifacts, so
+    the gallery renders without the dataset.
+    """
+    if category not in GALLERY:
+        raise ValueError(f"unknown gallery category {category!r}; choose one of {', '.join(GALLERY)}")
+    key = category.replace(" ", "_")
+    found = []
+    for fold in sorted(result.samples["fold"].unique()):
+        arrays = result.artifact(f"fold{fold}")
+        part = result.samples[result.samples["fold"] == fold].reset_index(drop=True)
+        for position, row in enumerate(arrays[f"{key}_rows"]):
+            found.append((part.iloc[int(row)], arrays[f"{key}_images"][position], arrays[f"{key}_masks"][position],
+                          arrays[f"{key}_probs"][position]))
+    if category == "false alarms":
+        found.sort(key=lambda item: -item[0]["fp"])
+    else:
+        sign = -1 if category == "best" else 1
+        found.sort(key=lambda item: (sign * item[0]["f1_image"], -item[0]["mask_area"]))
+    found = found[:n] if n is not None else found
+    entries = pd.DataFrame([f[0] for f in found]).reset_index(drop=True)
+    return entries, [f[1] for f in found], [f[2] for f in found], [f[3] for f in found]
+
+
+def training_curves(result: RunResult) -> dict[int, np.ndarray]:
+    """The per-fold training losses stored with a run."""
+    return {int(f): result.artifact(f"fold{f}")["losses"] for f in sorted(result.samples["fold"].unique())}
+
+
+class Seg004GridConfig(ExperimentConfig):
+    """The segmentation chapter: which datasets and networks, and the ablation, under which profile."""
+
+    EXPERIMENT: ClassVar[str] = "seg004-grid"
+    PROFILES: ClassVar[dict] = {
+        "smoke": {"datasets": ["synthetic"], "ablation": True, "ablation_dataset": "synthetic"},
+        "cpu": {"datasets": list(GRID_DATASETS["cpu"]), "ablation": False, "ablation_dataset": "magnetictile"},
+        "paper": {"datasets": list(GRID_DATASETS["paper"]), "ablation": True, "ablation_dataset": "magnetictile"},
+    }
+
+    datasets: list[str]
+    models: list[str] = list(MODELS)
+    #: Run the improved network's ablation (:data:`ABLATION`) on ``ablation_dataset``.
+    ablation: bool = False
+    ablation_dataset: str = "magnetictile"
+    ablation_variants: list[str] = list(ABLATION)
+    #: Steps per fold for every cell (None: the profile's).
+    steps: int | None = None
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in DATASETS]
+        if unknown or not value:
+            raise ValueError(f"unknown or no datasets {unknown}; choose from {', '.join(DATASETS)}")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in MODELS]
+        if unknown or not value:
+            raise ValueError(f"unknown or no models {unknown}; choose from {', '.join(MODELS)}")
+        return value
+
+    @field_validator("ablation_variants")
+    @classmethod
+    def _variants(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in ABLATION]
+        if unknown:
+            raise ValueError(f"unknown ablation variants {unknown}; choose from {', '.join(ABLATION)}")
+        return value
+
+    def _overrides(self) -> dict:
+        return {"seed": self.seed, "steps": self.steps}
+
+    def cells(self) -> list[Seg004Config]:
+        return grid_configs(self.profile, datasets=self.datasets, models=self.models, **self._overrides())
+
+    def ablation_cells(self) -> list[Seg004Config]:
+        if not self.ablation:
+            return []
+        return ablation_configs(self.profile, dataset=self.ablation_dataset, variants=self.ablation_variants,
+                                **self._overrides())

@@ -1,0 +1,350 @@
+"""Seed 004's recognition: DR's 7×7 output and block labels, the pair sampler and block
+selection, joint augmentation, a tiny training, and the experiment (configs, a resumable
+smoke cell, the small-defect and size-bin tables)."""
+
+from __future__ import annotations
+
+import doctest
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import defectlib.data.augment as augment_module
+import defectlib.experiments.rec004 as rec004
+import defectlib.models.recognition as models_module
+import defectlib.training.recognition as training_module
+from defectlib.data import load_samples
+from defectlib.data.augment import Augmentation
+from defectlib.data.dataset import SurfaceDataset
+from defectlib.errors import ConfigError
+from defectlib.experiments.rec004 import Rec004Config, Rec004GridConfig
+from defectlib.models.recognition import BlockDetector, block_labels, image_scores, resnet50_classifier
+from defectlib.results import RunResult
+from defectlib.seeding import seed_everything, torch_generator
+from defectlib.training import PairBatchSampler, predict_recognition, select_blocks, train_recognition
+from defectlib.training.recognition import recognition_loss
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("DEFECTLIB_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+class TinyBlocks(nn.Module):
+    """A stand-in for DR: one stride-32 convolution, (N, 2, H/32, W/32)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 32, stride=32)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+# --------------------------------------------------------------------------------------
+# Models: output shape, block labels, image scores
+# --------------------------------------------------------------------------------------
+
+
+def test_dr_gives_a_7x7_map_of_two_scores_at_224():
+    torch.manual_seed(0)
+    model = BlockDetector(find_weights=False).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 1, 224, 224))
+    assert out.shape == (1, 2, 7, 7)
+    assert model.pretrained is None
+    with torch.no_grad():
+        assert resnet50_classifier(find_weights=False).eval()(torch.rand(1, 1, 64, 64)).shape == (1, 2)
+
+
+@pytest.mark.parametrize("pixel, block", [((0, 0), (0, 0)), ((31, 31), (0, 0)), ((32, 0), (1, 0)),
+                                           ((40, 200), (1, 6)), ((223, 223), (6, 6)), ((100, 65), (3, 2))])
+def test_a_pixel_makes_its_32x32_block_defective(pixel, block):
+    mask = torch.zeros(2, 1, 224, 224)
+    mask[0, 0, pixel[0], pixel[1]] = 1
+    labels = block_labels(mask, (7, 7))
+    assert labels.shape == (2, 7, 7) and labels.dtype == torch.long
+    assert labels[0].nonzero().tolist() == [list(block)]
+    assert labels[1].sum() == 0
+
+
+def test_a_defect_across_a_block_border_marks_both_blocks():
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[0, 0, 10, 30:34] = 1
+    assert block_labels(mask, (2, 2))[0].tolist() == [[1, 1], [0, 0]]
+    with pytest.raises(ValueError, match="N, 1, H, W"):
+        block_labels(torch.zeros(1, 64, 64), (2, 2))
+
+
+def test_image_score_is_the_most_defective_block():
+    out = torch.zeros(2, 2, 2, 2)
+    out[0, 1, 1, 0] = 3.0  # one confident defective block
+    scores = image_scores(out)
+    assert scores[0] == pytest.approx(torch.sigmoid(torch.tensor(3.0)).item())
+    assert scores[1] == pytest.approx(0.5)
+    assert image_scores(torch.tensor([[0.0, 0.0]])).tolist() == [0.5]
+
+
+# --------------------------------------------------------------------------------------
+# Pair batches and block selection
+# --------------------------------------------------------------------------------------
+
+LABELS = [1, 0, 0, 1, 0, 1, 0, 0, 1, 0]  # defective: 0, 3, 5, 8
+
+
+def test_pair_batches_put_a_defect_free_image_after_each_defective_one():
+    sampler = PairBatchSampler(LABELS, pairs_per_batch=3, num_batches=4, generator=torch_generator(0))
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 4
+    for batch in batches:
+        assert len(batch) == 6
+        assert [LABELS[i] for i in batch] == [1, 0] * 3
+
+
+def test_every_defective_image_once_per_pass():
+    sampler = PairBatchSampler(LABELS, pairs_per_batch=2, num_batches=6, generator=torch_generator(1))
+    defective = [i for batch in sampler for i in batch[::2]]
+    for start in range(0, len(defective), 4):  # 12 draws = 3 passes over the 4 defective images
+        assert sorted(defective[start:start + 4]) == [0, 3, 5, 8]
+    partners = [i for batch in PairBatchSampler(LABELS, pairs_per_batch=50, num_batches=4,
+                                                generator=torch_generator(2)) for i in batch[1::2]]
+    assert set(partners) == {1, 2, 4, 6, 7, 9}  # random defect-free partners: all get drawn
+
+
+def test_pair_batches_are_deterministic_given_the_generator():
+    def draw(seed):
+        return list(PairBatchSampler(LABELS, pairs_per_batch=2, num_batches=5, generator=torch_generator(seed)))
+
+    assert draw(3) == draw(3)
+    assert draw(3) != draw(4)
+
+
+@pytest.mark.parametrize("labels, kwargs", [([1, 1], {}), ([0, 0], {}), ([1, 0], {"pairs_per_batch": 0}),
+                                            ([1, 0], {"num_batches": 1.5}), ([1, 2], {})])
+def test_pair_sampler_rejects_bad_input(labels, kwargs):
+    with pytest.raises(ValueError):
+        PairBatchSampler(labels, **{"pairs_per_batch": 1, "num_batches": 1, **kwargs})
+
+
+def _blocks():
+    labels = torch.zeros(4, 7, 7, dtype=torch.long)
+    labels[0, 2:5, 2:5] = 1  # 9 defective blocks
+    labels[2, 0, 0:2] = 1    # 2 defective blocks
+    return labels
+
+
+def test_block_selection_is_balanced():
+    labels = _blocks()
+    chosen = select_blocks(labels, torch.ones(4, dtype=torch.bool), blocks_per_class=8, generator=torch_generator(0))
+    assert chosen.shape == labels.shape and chosen.dtype == torch.bool
+    assert int(labels[chosen].sum()) == 8 and int((labels[chosen] == 0).sum()) == 8
+    # Fewer defective blocks than asked: all of them, and as many normal ones.
+    chosen = select_blocks(labels, torch.ones(4, dtype=torch.bool), blocks_per_class=16, generator=torch_generator(0))
+    assert int(labels[chosen].sum()) == 11 and int((labels[chosen] == 0).sum()) == 11
+
+
+def test_block_selection_skips_unusable_images_and_keeps_one_normal_block():
+    labels = _blocks()
+    usable = torch.tensor([False, True, True, True])  # image 0: say a defective image with an unusable mask
+    chosen = select_blocks(labels, usable, blocks_per_class=8, generator=torch_generator(0))
+    assert not chosen[0].any()
+    assert int(labels[chosen].sum()) == 2 and int((labels[chosen] == 0).sum()) == 2
+    none_defective = select_blocks(torch.zeros(2, 7, 7, dtype=torch.long), torch.ones(2, dtype=torch.bool),
+                                   blocks_per_class=8, generator=torch_generator(0))
+    assert int(none_defective.sum()) == 1
+    a = select_blocks(labels, usable, blocks_per_class=3, generator=torch_generator(5))
+    assert torch.equal(a, select_blocks(labels, usable, blocks_per_class=3, generator=torch_generator(5)))
+    with pytest.raises(ValueError):
+        select_blocks(labels, torch.ones(3, dtype=torch.bool), blocks_per_class=3)
+
+
+def test_dr_loss_reaches_only_the_selected_blocks_of_usable_images():
+    mask = torch.zeros(4, 1, 64, 64)
+    mask[0, 0, 5:9, 5:9] = 1  # defective, top-left block
+    label = torch.tensor([1, 0, 1, 0])  # image 2 is defective with an empty mask: unusable
+    output = torch.zeros(4, 2, 2, 2, requires_grad=True)
+    loss = recognition_loss(output, {"mask": mask, "label": label}, method="dr", blocks_per_class=4,
+                            generator=torch_generator(0))
+    loss.backward()
+    touched = output.grad.abs().sum(dim=1) > 0
+    assert touched[0, 0, 0] and not touched[2].any()
+    assert int(touched.sum()) == 2  # one defective block and one normal block
+    assert recognition_loss(torch.zeros(4, 2), {"mask": mask, "label": label}, method="resnet50",
+                            blocks_per_class=4).item() == pytest.approx(math.log(2))
+
+
+# --------------------------------------------------------------------------------------
+# Augmentation keeps image and mask aligned
+# --------------------------------------------------------------------------------------
+
+
+def test_augmentation_moves_image_and_mask_together():
+    image = torch.zeros(1, 64, 64)
+    image[0, 12:28, 30:46] = 1.0
+    mask = (image > 0).float()
+    aug = Augmentation(brightness=0.0, saturation=0.0, perspective_p=1.0)
+    moved = 0
+    for seed in range(8):
+        torch.manual_seed(seed)
+        a, m = aug(image, mask)
+        assert a.shape == image.shape and m.shape == mask.shape
+        assert set(m.unique().tolist()) <= {0.0, 1.0}
+        bright, inside = a[0] > 0.5, m[0] > 0
+        iou = (bright & inside).sum() / (bright | inside).sum()
+        assert iou > 0.85, f"seed {seed}: image and mask disagree (IoU {iou:.2f})"
+        moved += not torch.equal(m, mask)
+    assert moved >= 6  # the transform really moves things
+
+
+# --------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------
+
+
+def test_dr_learns_synthetic_defects(isolated):
+    """A tiny DR training on synthetic 64×64 images: the block loss goes down."""
+    data = SurfaceDataset(load_samples("synthetic"), size=(64, 64))
+    seed_everything(0)
+    model = BlockDetector(find_weights=False)
+    losses = train_recognition(model, data, method="dr", steps=60, lr=1e-4, weight_decay=1e-4,
+                               pairs_per_batch=2, blocks_per_class=4, seed=0, progress=False)
+    assert len(losses) == 60 and np.isfinite(losses).all()
+    assert np.mean(losses[-15:]) < 0.8 * np.mean(losses[:15])
+
+
+def test_training_is_deterministic_and_stops_on_a_non_finite_loss(isolated):
+    data = SurfaceDataset(load_samples("synthetic"), size=(64, 64), transform=Augmentation())
+
+    def train(method):
+        seed_everything(0)
+        model = TinyBlocks() if method == "dr" else nn.Sequential(TinyBlocks(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        return train_recognition(model, data, method=method, steps=5, lr=1e-3, pairs_per_batch=2,
+                                 blocks_per_class=2, seed=0, progress=False), model
+
+    for method in ("dr", "resnet50"):
+        (a, _), (b, _) = train(method), train(method)
+        assert a == b and len(a) == 5
+    model = TinyBlocks()
+    with torch.no_grad():
+        model.conv.bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        train_recognition(model, data, method="dr", steps=3, lr=1e-3, pairs_per_batch=1, seed=0, progress=False)
+    with pytest.raises(ValueError, match="unknown method"):
+        train_recognition(model, data, method="deeplab", steps=3, lr=1e-3, pairs_per_batch=1, seed=0, progress=False)
+
+
+def test_prediction_scores_every_image_in_order(isolated):
+    data = SurfaceDataset(load_samples("synthetic"), size=(64, 64))
+    scores = predict_recognition(TinyBlocks(), data, batch_size=5, progress=False)
+    assert scores["index"].tolist() == list(range(len(data)))
+    assert scores["score"].between(0, 1).all()
+
+
+# --------------------------------------------------------------------------------------
+# The experiment
+# --------------------------------------------------------------------------------------
+
+
+def test_profiles_and_validation():
+    paper, cpu = Rec004Config.from_profile("paper"), Rec004Config.from_profile("cpu", method="resnet50", augment=False)
+    assert paper.input_size == [224, 224] and paper.n_folds == 5 and paper.threshold == 0.5
+    assert (cpu.method, cpu.augment, cpu.dataset, cpu.steps, cpu.pairs_per_batch) == ("resnet50", False, "magnetictile", 300, 4)
+    assert Rec004Config.from_profile("smoke").dataset == "synthetic"
+    for bad in ({"method": "fcn"}, {"dataset": "mdpa"}, {"input_size": [224, 200]}, {"augment": "yes"}, {"steps": 0}):
+        with pytest.raises(ConfigError, match="rec004"):
+            Rec004Config.from_profile("cpu", **bad)
+
+
+def test_grid_covers_datasets_methods_and_augmentation():
+    cells = Rec004GridConfig.from_profile("cpu").cells()
+    assert len(cells) == 8
+    assert {(c.dataset, c.method, c.augment) for c in cells} == {
+        (d, m, a) for d in ("magnetictile", "kolektorsdd") for m in ("dr", "resnet50") for a in (True, False)}
+    assert {c.dataset for c in Rec004GridConfig.from_profile("smoke").cells()} == {"synthetic"}
+    with pytest.raises(ConfigError):
+        Rec004GridConfig.from_profile("cpu", methods=["vgg"])
+
+
+def test_a_smoke_cell_runs_resumes_and_is_cached(isolated, monkeypatch):
+    cfg = Rec004Config.from_profile("smoke", steps=2)
+    calls = []
+    original = rec004._train_fold
+
+    def flaky(cfg, table, folds, fold, current, **kw):
+        calls.append(fold)
+        if fold == 1 and calls.count(1) == 1:
+            raise KeyboardInterrupt  # interrupted halfway through the cell
+        return original(cfg, table, folds, fold, current, **kw)
+
+    monkeypatch.setattr(rec004, "_train_fold", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        rec004.run(cfg, progress=False)
+    result = rec004.run(cfg, progress=False)
+    assert calls == [0, 1, 1, 2]
+    s = result.samples
+    assert list(s.columns) == ["sample_id", "fold", "label", "defect_class", "defect_area", "defect_area_input", "score"]
+    assert s["sample_id"].is_unique and sorted(s["fold"].unique()) == [0, 1, 2]
+    assert s["score"].between(0, 1).all()
+    assert ((s["defect_area_input"] > 0) == (s["defect_area"] > 0)).all()
+    assert {"tpr", "tnr", "acc", "per_fold"} <= set(result.metrics) and len(result.metrics["per_fold"]) == 3
+    assert result.provenance["pretrained"] == "None"
+    assert len(rec004.training_curves(result)[0]) == 2
+    assert rec004.run(cfg, progress=False).key == result.key and calls == [0, 1, 1, 2]
+
+    table = rec004.grid_table([result])
+    assert table["fold"].tolist() == ["0", "1", "2", "all"]
+    assert table.iloc[-1]["acc"] == pytest.approx(result.metrics["acc"])
+    for area in ("input", "native"):
+        small = rec004.small_defect_table([result], area=area)
+        assert small.loc[0, "n_defect_free"] == (s["label"] == 0).sum()
+    bins = rec004.size_bin_tpr([result])
+    assert bins["n"].sum() == ((s["label"] == 1) & (s["defect_area"] > 0)).sum()
+
+
+def _result(samples: pd.DataFrame) -> RunResult:
+    config = {"dataset": "toy", "method": "dr", "augment": True, "threshold": 0.5}
+    return RunResult(key="k", path=Path("."), samples=samples, metrics={}, provenance={"config": config})
+
+
+def test_small_defect_table_and_size_bins_on_known_scores():
+    samples = pd.DataFrame({
+        "label":             [1,   1,    1,    1,   0,   0,   0,   0],
+        "defect_area":       [50,  120,  5000, 0,   0,   0,   0,   0],
+        "defect_area_input": [20,  60,   900,  0,   0,   0,   0,   0],
+        "score":             [0.9, 0.2,  0.7,  0.1, 0.1, 0.6, 0.2, 0.3],
+    })
+    r = _result(samples)
+    native = rec004.small_defect_table([r], area="native").iloc[0]
+    assert (native["n_small"], native["tpr"], native["tnr"], native["acc"]) == (1, 1.0, 0.75, 0.875)
+    at_input = rec004.small_defect_table([r], area="input").iloc[0]  # the empty-mask defective image is not small
+    assert (at_input["n_small"], at_input["tpr"], at_input["n_defect_free"]) == (2, 0.5, 4)
+    none = rec004.small_defect_table([r], max_area=10, area="native").iloc[0]
+    assert none["n_small"] == 0 and math.isnan(none["tpr"]) and math.isnan(none["acc"])
+    bins = rec004.size_bin_tpr([r], bins=(1, 100, 1000, math.inf)).set_index("bin")
+    assert bins["n"].tolist() == [1, 1, 1] and bins["tpr"].tolist() == [1.0, 0.0, 1.0]
+    assert list(bins.index) == ["1–99", "100–999", "≥1000"]
+    empty = rec004.size_bin_tpr([r], bins=(10000, 20000))
+    assert empty.loc[0, "n"] == 0 and math.isnan(empty.loc[0, "tpr"])
+    with pytest.raises(ValueError, match="area"):
+        rec004.small_defect_table([r], area="pixels")
+    with pytest.raises(ValueError, match="bins"):
+        rec004.size_bin_tpr([r], bins=(100, 10))
+
+
+def test_rates_with_empty_groups():
+    assert rec004.rates([0.5], [0.49]) == {"tpr": 1.0, "tnr": 1.0, "acc": 1.0, "n_positive": 1, "n_negative": 1}
+    assert math.isnan(rec004.rates([], [])["acc"])
+    r = rec004.rates([0.1], [])
+    assert r["tpr"] == 0.0 and math.isnan(r["tnr"]) and r["n_negative"] == 0
+
+
+@pytest.mark.parametrize("module", [training_module, rec004, models_module, augment_module])
+def test_doctests(module):
+    assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0

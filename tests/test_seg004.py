@@ -1,0 +1,229 @@
+"""Seed 004's segmentation: the two networks, crop-only training, and a smoke cell with resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from defectlib.data import load_samples
+from defectlib.data.dataset import SurfaceDataset
+from defectlib.errors import ConfigError
+from defectlib.experiments import seg004
+from defectlib.experiments.seg004 import GALLERY, Seg004Config, Seg004GridConfig
+from defectlib.metrics import pixel_counts
+from defectlib.models.seg004 import ImprovedDeepLabV3Plus, build_seg004, deeplabv3plus_full
+from defectlib.seeding import seed_everything, torch_generator
+from defectlib.training.seg004 import (
+    BalancedBatchSampler,
+    crop_loss,
+    predict_seg004,
+    random_crop_box,
+    train_seg004,
+)
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("DEFECTLIB_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def improved():
+    torch.manual_seed(0)
+    return ImprovedDeepLabV3Plus().eval()
+
+
+# ------------------------------------------------------------------------------------ models
+
+
+@pytest.mark.parametrize("size", [(64, 64), (96, 64)])
+def test_both_networks_give_full_resolution_logits(size, improved):
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, *size)
+    with torch.no_grad():
+        assert deeplabv3plus_full().eval()(x).shape == (2, 1, *size)
+        assert improved(x).shape == (2, 1, *size)
+        # training-time output: the crop's logits only, one box per image or one for all
+        assert improved(x, crop=(16, 32, 32, 32)).shape == (2, 1, 32, 32)
+        assert improved(x, crop=[(0, 0, 48, 32), (16, 16, 48, 32)]).shape == (2, 1, 48, 32)
+        assert improved(x, crop=(3, 5, 21, 30)).shape == (2, 1, 21, 30)  # off the 16-pixel grid
+
+
+def test_a_crop_of_the_whole_image_is_the_whole_image(improved):
+    x = torch.rand(2, 1, 64, 96)
+    with torch.no_grad():
+        assert torch.allclose(improved(x), improved(x, crop=(0, 0, 64, 96)), atol=1e-6)
+
+
+@pytest.mark.parametrize("flags", [{"branch": False}, {"aspp": True}, {"branch": False, "aspp": True}])
+def test_ablation_variants_build_and_run(flags):
+    model = build_seg004("improved", **flags).eval()
+    assert (model.branch is not None) == flags.get("branch", True)
+    with torch.no_grad():
+        assert model(torch.rand(1, 1, 64, 64), crop=(0, 16, 32, 32)).shape == (1, 1, 32, 32)
+
+
+def test_bad_crops_fail_clearly(improved):
+    x = torch.rand(2, 1, 64, 64)
+    with pytest.raises(ValueError, match="not inside"):
+        improved(x, crop=(48, 0, 32, 32))
+    with pytest.raises(ValueError, match="same"):
+        improved(x, crop=[(0, 0, 32, 32), (0, 0, 16, 16)])
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def test_the_loss_sees_the_mask_inside_the_crop_only():
+    torch.manual_seed(0)
+    model = ImprovedDeepLabV3Plus().train()
+    image = torch.rand(2, 1, 64, 64)
+    boxes = [(16, 0, 32, 32), (0, 32, 32, 32)]
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[0, 0, 20:24, 4:10] = 1  # inside box 0
+
+    def loss_and_grads(m):
+        model.zero_grad(set_to_none=True)
+        loss = crop_loss(model, image, m, boxes)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    base_loss, base_grads = loss_and_grads(mask)
+    outside = mask.clone()
+    outside[0, 0, 0:16, :] = 1  # above box 0
+    outside[1, 0, 40:, :] = 1   # below box 1
+    outside[1, 0, :, :32] = 1   # left of box 1
+    loss, grads = loss_and_grads(outside)
+    assert torch.equal(loss, base_loss)
+    assert all(torch.equal(a, b) for a, b in zip(grads, base_grads))
+    inside = mask.clone()
+    inside[1, 0, 5:9, 40:44] = 1
+    assert not torch.equal(loss_and_grads(inside)[0], base_loss)
+
+
+def test_random_crops_lie_on_the_grid_inside_the_image():
+    g = torch_generator(3)
+    boxes = [random_crop_box(96, 64, (32, 48), g) for _ in range(200)]
+    assert all(t % 16 == 0 and l % 16 == 0 and t + 32 <= 96 and l + 48 <= 64 for t, l, _, _ in boxes)
+    assert {b[0] for b in boxes} == {0, 16, 32, 48, 64} and {b[1] for b in boxes} == {0, 16}
+    again = [random_crop_box(96, 64, (32, 48), torch_generator(3)) for _ in range(1)]
+    assert again[0] == boxes[0]
+
+
+def test_batches_hold_n_defective_and_n_defect_free_images():
+    labels = [1, 0, 0, 0, 1, 0, 1, 0]
+    batches = list(BalancedBatchSampler(labels, n=2, num_batches=5, generator=torch_generator(0)))
+    assert len(batches) == 5
+    assert all([labels[i] for i in b] == [1, 1, 0, 0] for b in batches)
+    first_pass = [i for b in batches[:2] for i in b[:2]][:3]
+    assert sorted(first_pass) == [0, 4, 6]  # every defective image once per pass
+
+
+def test_deeplabv3plus_cannot_take_crops(isolated):
+    data = SurfaceDataset(load_samples("synthetic"), size=(64, 64))
+    with pytest.raises(ValueError, match="crop"):
+        train_seg004(deeplabv3plus_full(), data, steps=1, lr=1e-3, crop_size=(32, 32), seed=0, progress=False)
+
+
+def test_a_tiny_training_on_synthetic_defects_lowers_the_loss(isolated):
+    """The improved network with local image input: its crop loss goes down."""
+    table = load_samples("synthetic")
+    data = SurfaceDataset(table, size=(64, 64))
+    seed_everything(0)
+    model = build_seg004("improved")
+    losses = train_seg004(model, data, steps=24, lr=1e-3, weight_decay=1e-4, crop_size=(32, 32),
+                          pairs_per_batch=2, seed=0, progress=False)
+    assert len(losses) == 24 and np.isfinite(losses).all()
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+
+    test = SurfaceDataset(table.iloc[:6], size=(64, 64))
+    counts, maps = predict_seg004(model, test, keep_maps=True, progress=False)
+    assert counts["index"].tolist() == list(range(6))
+    assert (counts[["tp", "fp", "fn", "tn"]].sum(axis=1) == 64 * 64).all()
+    mask = test[0]["mask"][0].numpy()
+    expected = pixel_counts(maps[0].astype(np.float32), mask, threshold=0.5)
+    assert {k: int(counts.loc[0, k]) for k in expected} == expected
+
+
+# ------------------------------------------------------------------------------- experiment
+
+
+def test_profiles_and_crop_defaults():
+    cpu = Seg004Config.from_profile("cpu")
+    assert (cpu.dataset, cpu.input_size, cpu.crop_size, cpu.n_folds) == ("magnetictile", [256, 256], [128, 128], 5)
+    kolektor = Seg004Config.from_profile("cpu", dataset="kolektorsdd", model="deeplabv3plus")
+    assert (kolektor.input_size, kolektor.crop_size, kolektor.variant) == ([352, 128], [176, 64], "DeepLabv3+")
+    paper = Seg004Config.from_profile("paper", dataset="kolektorsdd")
+    assert paper.input_size == [1408, 512] and paper.threshold == 0.5
+    assert Seg004Config.from_profile("smoke", aspp=True).variant == "improved + ASPP"
+
+
+@pytest.mark.parametrize("bad", [{"model": "unet"}, {"dataset": "mdpa"}, {"input_size": [60, 64]},
+                                 {"crop_size": [128, 32]}, {"model": "deeplabv3plus", "aspp": True}, {"lr": "x"}])
+def test_bad_parameters_fail_with_a_clear_message(bad):
+    with pytest.raises(ConfigError, match="seg004"):
+        Seg004Config.from_profile("smoke", **bad)
+
+
+def test_grid_and_ablation_cells():
+    grid = Seg004GridConfig.from_profile("cpu")
+    cells = grid.cells()
+    assert {(c.dataset, c.model) for c in cells} == {(d, m) for d in ("magnetictile", "kolektorsdd")
+                                                     for m in seg004.MODELS}
+    assert grid.ablation_cells() == []
+    ablation = Seg004GridConfig.from_profile("smoke").ablation_cells()
+    assert [c.variant for c in ablation] == list(seg004.ABLATION)
+    # the ablation's "improved" is the grid's improved cell (same run key)
+    assert ablation[0] == Seg004GridConfig.from_profile("smoke").cells()[1]
+
+
+@pytest.mark.slow
+def test_a_smoke_cell_runs_resumes_and_keeps_its_gallery(isolated, monkeypatch):
+    cfg = Seg004Config.from_profile("smoke", steps=2)
+    calls = []
+    original = seg004._train_fold
+
+    def flaky(cfg, table, folds, fold, current, **kw):
+        calls.append(fold)
+        if fold == 1 and calls.count(1) == 1:
+            raise KeyboardInterrupt  # an interruption halfway through the cell
+        return original(cfg, table, folds, fold, current, **kw)
+
+    monkeypatch.setattr(seg004, "_train_fold", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        seg004.run(cfg, progress=False)
+    result = seg004.run(cfg, progress=False)
+    assert calls == [0, 1, 1, 2]  # fold 0 was not trained again
+    samples = result.samples
+    assert sorted(samples["fold"].unique()) == [0, 1, 2] and samples["sample_id"].is_unique
+    assert (samples[["tp", "fp", "fn", "tn"]].sum(axis=1) == 64 * 64).all()
+    m = result.metrics
+    assert {"precision", "recall", "f1", "per_fold", "f1_fold_mean", "f1_fold_std"} <= set(m)
+    assert m["tp"] == samples["tp"].sum() and len(m["per_fold"]) == 3
+    assert result.provenance["pretrained"] == "None"
+
+    table = seg004.grid_table([result])
+    assert list(table["fold"]) == ["0", "1", "2", "all"]
+    sizes = seg004.size_table([result])
+    assert sizes["n"].iloc[:-1].sum() == ((samples["label"] == 1) & (samples["mask_area"] > 0)).sum()
+    for category in GALLERY:
+        entries, images, masks, probs = seg004.gallery(result, category)
+        assert len(entries) == len(images) == len(masks) == len(probs)
+        assert all(i.shape == (64, 64) and p.dtype == np.uint8 for i, p in zip(images, probs))
+    best, worst = seg004.gallery(result, "best")[0], seg004.gallery(result, "worst")[0]
+    assert len(best) > 0 and best["f1_image"].iloc[0] >= worst["f1_image"].iloc[0]
+    # A finished cell is read from the cache, not trained again.
+    assert seg004.run(cfg, progress=False).key == result.key and calls == [0, 1, 1, 2]
+
+
+@pytest.mark.parametrize("name", ["defectlib.models.seg004", "defectlib.training.seg004",
+                                  "defectlib.experiments.seg004"])
+def test_doctests(name, isolated):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
