@@ -262,14 +262,22 @@ def test_load_of_incomplete_run_fails(tmp_path):
         run.load()
 
 
+def test_git_state_is_recorded_when_the_run_starts(tmp_path, monkeypatch):
+    monkeypatch.setattr(defectlib.results, "git_state", lambda root=None: {"commit": "at-start", "dirty": False})
+    run = Run(ToyConfig.from_profile("smoke"), MANIFESTS, root=tmp_path)
+    monkeypatch.setattr(defectlib.results, "git_state", lambda root=None: {"commit": "later", "dirty": True})
+    assert run.finish(fold_table(0), {"f1": 1.0}).provenance["git"] == {"commit": "at-start", "dirty": False}
+
+
 def test_failure_while_finishing_leaves_run_incomplete(tmp_path, monkeypatch):
     run = Run(ToyConfig.from_profile("smoke"), MANIFESTS, root=tmp_path)
 
-    def broken_git_state(root=None):
-        raise RuntimeError("git exploded")
+    def broken_versions():
+        raise RuntimeError("metadata exploded")
 
-    monkeypatch.setattr(defectlib.results, "git_state", broken_git_state)
-    with pytest.raises(RuntimeError, match="git exploded"):
+    # (git_state is read when the run starts; package versions while it finishes)
+    monkeypatch.setattr(defectlib.results, "package_versions", broken_versions)
+    with pytest.raises(RuntimeError, match="metadata exploded"):
         run.finish(fold_table(0), {"f1": 1.0})
     assert not run.complete
     assert PROVENANCE not in files_in(run.path)
