@@ -20,3 +20,22 @@ def real_data_root() -> Path:
 REAL = real_data_root()
 needs_kolektor = pytest.mark.skipif(not (REAL / "KolektorSDD").is_dir(), reason=f"real KolektorSDD not at {REAL}")
 needs_magnetic = pytest.mark.skipif(not (REAL / "MagneticTile").is_dir(), reason=f"real MagneticTile not at {REAL}")
+
+
+def interrupt_fold_once(monkeypatch, module, fold: int = 1) -> list[int]:
+    """Make ``module._train_fold`` raise ``KeyboardInterrupt`` the first time it reaches ``fold``.
+
+    Returns the list of folds it is called for, filled in as the cell runs: so a test can
+    interrupt a grid cell halfway, run it again and check which folds trained again.
+    """
+    calls: list[int] = []
+    original = module._train_fold
+
+    def flaky(cfg, table, folds, current_fold, current, **kw):
+        calls.append(current_fold)
+        if current_fold == fold and calls.count(fold) == 1:
+            raise KeyboardInterrupt  # an interruption halfway through the cell
+        return original(cfg, table, folds, current_fold, current, **kw)
+
+    monkeypatch.setattr(module, "_train_fold", flaky)
+    return calls

@@ -29,6 +29,8 @@ from defectlib.seeding import seed_everything, torch_generator
 from defectlib.training import PairBatchSampler, predict_recognition, select_blocks, train_recognition
 from defectlib.training.recognition import recognition_loss
 
+from helpers import interrupt_fold_once
+
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
@@ -274,16 +276,7 @@ def test_grid_covers_datasets_methods_and_augmentation():
 
 def test_a_smoke_cell_runs_resumes_and_is_cached(isolated, monkeypatch):
     cfg = Rec004Config.from_profile("smoke", steps=2)
-    calls = []
-    original = rec004._train_fold
-
-    def flaky(cfg, table, folds, fold, current, **kw):
-        calls.append(fold)
-        if fold == 1 and calls.count(1) == 1:
-            raise KeyboardInterrupt  # interrupted halfway through the cell
-        return original(cfg, table, folds, fold, current, **kw)
-
-    monkeypatch.setattr(rec004, "_train_fold", flaky)
+    calls = interrupt_fold_once(monkeypatch, rec004)
     with pytest.raises(KeyboardInterrupt):
         rec004.run(cfg, progress=False)
     result = rec004.run(cfg, progress=False)

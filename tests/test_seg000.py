@@ -15,6 +15,8 @@ from defectlib.models import DefectClassifier, build_segnet
 from defectlib.seeding import seed_everything
 from defectlib.training import train_classifier, train_segmentation
 
+from helpers import interrupt_fold_once
+
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
@@ -66,16 +68,7 @@ def test_proposed_network_learns_synthetic_defects(isolated):
 @pytest.mark.slow
 def test_a_grid_cell_runs_resumes_and_keeps_its_gallery(isolated, monkeypatch):
     cfg = Seg000Config.from_profile("smoke", seg_steps=10, clf_steps=6)
-    calls = []
-    original = seg000._train_fold
-
-    def flaky(cfg, table, folds, fold, current, **kw):
-        calls.append(fold)
-        if fold == 1 and calls.count(1) == 1:
-            raise KeyboardInterrupt  # an interruption halfway through the cell
-        return original(cfg, table, folds, fold, current, **kw)
-
-    monkeypatch.setattr(seg000, "_train_fold", flaky)
+    calls = interrupt_fold_once(monkeypatch, seg000)
     with pytest.raises(KeyboardInterrupt):
         seg000.run(cfg, progress=False)
     result = seg000.run(cfg, progress=False)

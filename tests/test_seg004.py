@@ -22,6 +22,8 @@ from defectlib.training.seg004 import (
     train_seg004,
 )
 
+from helpers import interrupt_fold_once
+
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
@@ -183,16 +185,7 @@ def test_grid_and_ablation_cells():
 @pytest.mark.slow
 def test_a_smoke_cell_runs_resumes_and_keeps_its_gallery(isolated, monkeypatch):
     cfg = Seg004Config.from_profile("smoke", steps=2)
-    calls = []
-    original = seg004._train_fold
-
-    def flaky(cfg, table, folds, fold, current, **kw):
-        calls.append(fold)
-        if fold == 1 and calls.count(1) == 1:
-            raise KeyboardInterrupt  # an interruption halfway through the cell
-        return original(cfg, table, folds, fold, current, **kw)
-
-    monkeypatch.setattr(seg004, "_train_fold", flaky)
+    calls = interrupt_fold_once(monkeypatch, seg004)
     with pytest.raises(KeyboardInterrupt):
         seg004.run(cfg, progress=False)
     result = seg004.run(cfg, progress=False)

@@ -23,11 +23,14 @@ from ..data.io import read_gray, read_mask
 from ..data.masks import check_kernel, dilate_mask
 from ..data.summary import areas_at_size, summarize
 from ..results import Run, RunResult
+from .common import all_of
 
 SAMPLE_COLUMNS = [
     "sample_id", "dataset", "fold", "label", "group", "defect_class",
     "defect_area", "defect_area_input", "height", "width",
 ]
+
+_DatasetNames = all_of(DATASETS, "datasets")
 
 
 class DataConfig(ExperimentConfig):
@@ -41,7 +44,7 @@ class DataConfig(ExperimentConfig):
     }
 
     #: Datasets to describe (names in :data:`defectlib.data.DATASETS`).
-    datasets: list[str]
+    datasets: _DatasetNames
     #: Folds per dataset; None = the dataset's study default (KolektorSDD 3, MagneticTile 5).
     n_folds: int | None = Field(default=None, ge=2)
     #: Annotation dilation kernels of seed 000's Fig. 3 (0 = the original mask).
@@ -50,14 +53,6 @@ class DataConfig(ExperimentConfig):
     input_size: list[int] = [224, 224]
     #: Half-size of the crop around the example defect, in native pixels.
     crop_margin: int = 48
-
-    @field_validator("datasets")
-    @classmethod
-    def _known(cls, value: list[str]) -> list[str]:
-        unknown = [v for v in value if v not in DATASETS]
-        if unknown or not value:
-            raise ValueError(f"unknown or no datasets {unknown}; known: {sorted(DATASETS)}")
-        return value
 
     @field_validator("dilations")
     @classmethod

@@ -52,22 +52,22 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig
-from ..data import load_samples
 from ..data.dataset import SurfaceDataset
-from ..data.folds import ensure_folds
 from ..data.summary import areas_at_size
 from ..metrics import image_metrics, tpr_tnr_acc
 from ..results import Run, RunResult
 from ..seeding import seed_everything
+from .common import all_of, cross_validate, fold_metrics, one_of
+from .common import device as _device
 
 METHODS = ("dr", "resnet50")
 AUGMENTS = (True, False)
@@ -80,6 +80,11 @@ METHOD_LABELS = {"dr": "DR (block detection)", "resnet50": "ResNet-50 classifier
 AREA_BINS = (1, 100, 300, 1000, 3000, 10000, math.inf)
 #: The paper's small-defect threshold (Table 2): total defect area under 100 px.
 SMALL_AREA = 100
+
+_MethodName = one_of(METHODS, "method")
+_DatasetName = one_of(DATASETS, "dataset")
+_MethodNames = all_of(METHODS, "methods")
+_DatasetNames = all_of(DATASETS, "datasets")
 
 _REAL = {"dataset": "magnetictile", "n_folds": 5, "input_size": [224, 224], "lr": 1e-4,
          "weight_decay": 1e-4, "blocks_per_class": 16}
@@ -97,11 +102,11 @@ class Rec004Config(ExperimentConfig):
     }
 
     #: ``dr`` (block detection) or ``resnet50`` (image classifier).
-    method: str = "dr"
+    method: _MethodName = "dr"
     #: Rotation, perspective, brightness and saturation on the training images (and masks).
     augment: bool = True
     #: magnetictile | kolektorsdd | synthetic (stand-ins for the paper's private MDPA/MDPB).
-    dataset: str = "magnetictile"
+    dataset: _DatasetName = "magnetictile"
     n_folds: int = Field(default=5, ge=2)
     #: Seed of the folds manifest (the spine's folds); ``seed`` seeds training.
     folds_seed: int = 0
@@ -121,30 +126,12 @@ class Rec004Config(ExperimentConfig):
     eval_batch_size: int = Field(default=8, ge=1)
     num_workers: int = Field(default=0, ge=0)
 
-    @field_validator("method")
-    @classmethod
-    def _method(cls, value: str) -> str:
-        if value not in METHODS:
-            raise ValueError(f"unknown method {value!r}; choose one of {', '.join(METHODS)}")
-        return value
-
-    @field_validator("dataset")
-    @classmethod
-    def _dataset(cls, value: str) -> str:
-        if value not in DATASETS:
-            raise ValueError(f"unknown dataset {value!r}; choose one of {', '.join(DATASETS)}")
-        return value
-
     @field_validator("input_size")
     @classmethod
     def _input_size(cls, value: list[int]) -> list[int]:
         if len(value) != 2 or any(v < 32 or v % 32 for v in value):
             raise ValueError(f"input_size must be [H, W], multiples of 32, got {value}")
         return value
-
-
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _train_fold(cfg: Rec004Config, table: pd.DataFrame, folds: np.ndarray, fold: int, current: Run, *,
@@ -194,27 +181,10 @@ def _metrics(samples: pd.DataFrame, threshold: float) -> dict:
 
 def run(cfg: Rec004Config, *, progress: bool = True) -> RunResult:
     """Train and test one grid cell over all folds (or read it from the results cache)."""
-    table = load_samples(cfg.dataset)
-    manifest = ensure_folds(cfg.dataset, table, n_folds=cfg.n_folds, seed=cfg.folds_seed)
-    current = Run(cfg, {cfg.dataset: manifest})
-    if current.complete:
-        return current.load()
-    folds = manifest.folds_of(table)
-    desc = f"{cfg.dataset} {cfg.method} aug={'on' if cfg.augment else 'off'}"
-    for fold in tqdm(range(cfg.n_folds), desc=desc, disable=not progress):
-        if not current.has_part(f"fold{fold}"):
-            current.save_part(f"fold{fold}", _train_fold(cfg, table, folds, fold, current, progress=progress))
-    samples = current.load_parts()
-    metrics = _metrics(samples, cfg.threshold)
-    metrics["per_fold"] = {str(f): _metrics(g, cfg.threshold) for f, g in samples.groupby("fold")}
-    pretrained = sorted({str(_fold_artifact(current, f)["pretrained"]) for f in range(cfg.n_folds)})
-    return current.finish(samples, metrics, extra={"device_used": _device(),
-                                                   "pretrained": pretrained[0] if len(pretrained) == 1 else pretrained})
-
-
-def _fold_artifact(current: Run, fold: int) -> dict[str, np.ndarray]:
-    with np.load(current.path / "artifacts" / f"fold{fold}.npz") as data:
-        return {k: data[k] for k in data.files}
+    metrics = partial(_metrics, threshold=cfg.threshold)
+    return cross_validate(cfg, _train_fold, lambda samples: fold_metrics(samples, metrics),
+                          desc=f"{cfg.dataset} {cfg.method} aug={'on' if cfg.augment else 'off'}",
+                          progress=progress, record_pretrained=True)
 
 
 def grid_configs(profile: str, *, datasets=None, methods=METHODS, augments=AUGMENTS,
@@ -353,25 +323,9 @@ class Rec004GridConfig(ExperimentConfig):
     EXPERIMENT: ClassVar[str] = "rec004-grid"
     PROFILES: ClassVar[dict] = {name: {"datasets": list(GRID_DATASETS[name])} for name in ("smoke", "cpu", "paper")}
 
-    datasets: list[str]
-    methods: list[str] = list(METHODS)
+    datasets: _DatasetNames
+    methods: _MethodNames = list(METHODS)
     augments: list[bool] = list(AUGMENTS)
-
-    @field_validator("datasets")
-    @classmethod
-    def _datasets(cls, value: list[str]) -> list[str]:
-        unknown = [v for v in value if v not in DATASETS]
-        if unknown or not value:
-            raise ValueError(f"unknown or no datasets {unknown}; choose from {', '.join(DATASETS)}")
-        return value
-
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, value: list[str]) -> list[str]:
-        unknown = [v for v in value if v not in METHODS]
-        if unknown or not value:
-            raise ValueError(f"unknown or no methods {unknown}; choose from {', '.join(METHODS)}")
-        return value
 
     def cells(self) -> list[Rec004Config]:
         return grid_configs(self.profile, datasets=self.datasets, methods=self.methods,

@@ -30,22 +30,25 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 from pydantic import Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig
-from ..data import DATASETS, load_samples
+from ..data import DATASETS
 from ..data.dataset import SurfaceDataset
-from ..data.folds import ensure_folds
 from ..data.masks import check_kernel
 from ..metrics import image_metrics
 from ..results import Run, RunResult
 from ..seeding import seed_everything
+from .common import cross_validate, fold_metrics, one_of
+from .common import device as _device
 
 MODELS = ("proposed", "deeplabv3plus", "unet")
 DILATIONS = (0, 5, 9, 13, 15)
 _KOLEKTOR = {"dataset": "kolektorsdd", "n_folds": 3}
+
+_ModelName = one_of(MODELS, "model")
+_DatasetName = one_of(DATASETS, "dataset")
 
 #: Learning rate (both stages) per network in the ``cpu`` profile, chosen on the training
 #: folds only (module docstring; the book's design-checks table shows the evidence).
@@ -66,10 +69,10 @@ class Seg000Config(ExperimentConfig):
     }
 
     #: Segmentation network: proposed | deeplabv3plus | unet.
-    model: str = "proposed"
+    model: _ModelName = "proposed"
     #: Annotation dilation kernel (0 = original masks; the paper: 0, 5, 9, 13, 15).
     dilation: int = 9
-    dataset: str = "kolektorsdd"
+    dataset: _DatasetName = "kolektorsdd"
     n_folds: int = Field(default=3, ge=2)
     #: Seed of the folds manifest (the spine's folds); ``seed`` seeds training.
     folds_seed: int = 0
@@ -101,20 +104,6 @@ class Seg000Config(ExperimentConfig):
                     data = {**data, key: CPU_LEARNING_RATES.get(model, 1e-2)}
         return data
 
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        if value not in MODELS:
-            raise ValueError(f"unknown model {value!r}; choose one of {', '.join(MODELS)}")
-        return value
-
-    @field_validator("dataset")
-    @classmethod
-    def _dataset(cls, value: str) -> str:
-        if value not in DATASETS:
-            raise ValueError(f"unknown dataset {value!r}; known: {', '.join(sorted(DATASETS))}")
-        return value
-
     @field_validator("dilation")
     @classmethod
     def _dilation(cls, value: int) -> int:
@@ -125,10 +114,6 @@ class Seg000Config(ExperimentConfig):
         if stage_epochs is not None:
             return max(1, stage_epochs * 2 * n_negative // self.batch_size)
         return stage_steps
-
-
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _gallery_indices(part: pd.DataFrame, threshold: float, size: int) -> np.ndarray:
@@ -203,25 +188,19 @@ def _small_image(dataset: SurfaceDataset, index: int, size: tuple[int, int]) -> 
     return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
+def _metrics(samples: pd.DataFrame, threshold: float) -> dict:
+    """Image metrics over all folds and per fold, and the AP of the segmentation maximum."""
+    metrics = fold_metrics(
+        samples, lambda s: image_metrics(s["label"].to_numpy(), s["score"].to_numpy(), threshold=threshold)
+    )
+    metrics["seg_max_ap"] = image_metrics(samples["label"].to_numpy(), samples["seg_max"].to_numpy(), threshold=0.5)["ap"]
+    return metrics
+
+
 def run(cfg: Seg000Config, *, progress: bool = True) -> RunResult:
     """Train and test one grid cell over all folds (or read it from the results cache)."""
-    table = load_samples(cfg.dataset)
-    manifest = ensure_folds(cfg.dataset, table, n_folds=cfg.n_folds, seed=cfg.folds_seed)
-    current = Run(cfg, {cfg.dataset: manifest})
-    if current.complete:
-        return current.load()
-    folds = manifest.folds_of(table)
-    for fold in tqdm(range(cfg.n_folds), desc=f"{cfg.model} k={cfg.dilation}", disable=not progress):
-        if not current.has_part(f"fold{fold}"):
-            current.save_part(f"fold{fold}", _train_fold(cfg, table, folds, fold, current, progress=progress))
-    samples = current.load_parts()
-    metrics = image_metrics(samples["label"].to_numpy(), samples["score"].to_numpy(), threshold=cfg.threshold)
-    metrics["per_fold"] = {
-        str(f): image_metrics(g["label"].to_numpy(), g["score"].to_numpy(), threshold=cfg.threshold)
-        for f, g in samples.groupby("fold")
-    }
-    metrics["seg_max_ap"] = image_metrics(samples["label"].to_numpy(), samples["seg_max"].to_numpy(), threshold=0.5)["ap"]
-    return current.finish(samples, metrics, extra={"device_used": _device()})
+    return cross_validate(cfg, _train_fold, lambda samples: _metrics(samples, cfg.threshold),
+                          desc=f"{cfg.model} k={cfg.dilation}", progress=progress)
 
 
 def grid_configs(profile: str, *, models=MODELS, dilations=DILATIONS, **overrides) -> list[Seg000Config]:

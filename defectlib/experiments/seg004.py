@@ -52,17 +52,16 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 from pydantic import Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig
-from ..data import load_samples
 from ..data.dataset import SurfaceDataset
-from ..data.folds import ensure_folds
 from ..metrics import counts_to_prf
 from ..results import Run, RunResult
 from ..seeding import seed_everything
+from .common import all_of, cross_validate, fold_metrics, one_of
+from .common import device as _device
 
 MODELS = ("deeplabv3plus", "improved")
 DATASETS = ("magnetictile", "kolektorsdd", "synthetic")
@@ -89,6 +88,12 @@ AREA_BINS = (1, 100, 300, 1000, 3000, 10000, math.inf)
 GALLERY = ("best", "worst", "false alarms")
 CROP_ALIGN = 16
 
+_ModelName = one_of(MODELS, "model")
+_DatasetName = one_of(DATASETS, "dataset")
+_ModelNames = all_of(MODELS, "models")
+_DatasetNames = all_of(DATASETS, "datasets")
+_VariantNames = all_of(ABLATION, "ablation variants", allow_empty=True)
+
 _REAL = {"n_folds": 5, "input_size": "per-dataset", "lr": 1e-3, "weight_decay": 1e-4}
 
 
@@ -104,7 +109,7 @@ class Seg004Config(ExperimentConfig):
     }
 
     #: ``deeplabv3plus`` or ``improved``.
-    model: str = "improved"
+    model: _ModelName = "improved"
     #: Improved network only: the local branch (ablation: off).
     branch: bool = True
     #: Improved network only: ASPP kept (ablation: on; the paper removes it).
@@ -113,7 +118,7 @@ class Seg004Config(ExperimentConfig):
     #: crop); off = whole images in both paths and the loss on the whole image.
     local_input: bool = True
     #: magnetictile | kolektorsdd | synthetic (stand-ins for the paper's private MDPA/MDPB).
-    dataset: str = "magnetictile"
+    dataset: _DatasetName = "magnetictile"
     n_folds: int = Field(default=5, ge=2)
     #: Seed of the folds manifest (the spine's folds); ``seed`` seeds training.
     folds_seed: int = 0
@@ -151,20 +156,6 @@ class Seg004Config(ExperimentConfig):
         if data.get("crop_size") is None and isinstance(size, list) and len(size) == 2:
             data["crop_size"] = [max(CROP_ALIGN, (int(s) // 2) // CROP_ALIGN * CROP_ALIGN) for s in size]
         return data
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        if value not in MODELS:
-            raise ValueError(f"unknown model {value!r}; choose one of {', '.join(MODELS)}")
-        return value
-
-    @field_validator("dataset")
-    @classmethod
-    def _dataset(cls, value: str) -> str:
-        if value not in DATASETS:
-            raise ValueError(f"unknown dataset {value!r}; choose one of {', '.join(DATASETS)}")
-        return value
 
     @field_validator("input_size")
     @classmethod
@@ -208,10 +199,6 @@ def variant_name(config: dict) -> str:
     parts = ["branch" if flags["branch"] else "no branch", "ASPP" if flags["aspp"] else "no ASPP",
              "local input" if flags["local_input"] else "whole images"]
     return "improved (" + ", ".join(parts) + ")"
-
-
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def image_f1(tp, fp, fn) -> np.ndarray:
@@ -318,11 +305,9 @@ def pixel_metrics(samples: pd.DataFrame) -> dict:
 
 
 def _metrics(samples: pd.DataFrame) -> dict:
-    metrics = pixel_metrics(samples)
-    per_fold = {str(f): pixel_metrics(g) for f, g in samples.groupby("fold")}
-    metrics["per_fold"] = per_fold
+    metrics = fold_metrics(samples, pixel_metrics)
     for key in ("precision", "recall", "f1"):
-        values = np.array([m[key] for m in per_fold.values()], dtype=float)
+        values = np.array([m[key] for m in metrics["per_fold"].values()], dtype=float)
         metrics[f"{key}_fold_mean"] = float(values.mean())
         metrics[f"{key}_fold_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
     annotated = samples[(samples["label"] == 1) & (samples["mask_area"] > 0)]
@@ -333,26 +318,10 @@ def _metrics(samples: pd.DataFrame) -> dict:
     return metrics
 
 
-def _fold_artifact(current: Run, fold: int) -> dict[str, np.ndarray]:
-    with np.load(current.path / "artifacts" / f"fold{fold}.npz") as data:
-        return {k: data[k] for k in data.files}
-
-
 def run(cfg: Seg004Config, *, progress: bool = True) -> RunResult:
     """Train and test one cell over all folds (or read it from the results cache)."""
-    table = load_samples(cfg.dataset)
-    manifest = ensure_folds(cfg.dataset, table, n_folds=cfg.n_folds, seed=cfg.folds_seed)
-    current = Run(cfg, {cfg.dataset: manifest})
-    if current.complete:
-        return current.load()
-    folds = manifest.folds_of(table)
-    for fold in tqdm(range(cfg.n_folds), desc=f"{cfg.dataset} {cfg.variant}", disable=not progress):
-        if not current.has_part(f"fold{fold}"):
-            current.save_part(f"fold{fold}", _train_fold(cfg, table, folds, fold, current, progress=progress))
-    samples = current.load_parts()
-    pretrained = sorted({str(_fold_artifact(current, f)["pretrained"]) for f in range(cfg.n_folds)})
-    return current.finish(samples, _metrics(samples), extra={
-        "device_used": _device(), "pretrained": pretrained[0] if len(pretrained) == 1 else pretrained})
+    return cross_validate(cfg, _train_fold, _metrics, desc=f"{cfg.dataset} {cfg.variant}", progress=progress,
+                          record_pretrained=True)
 
 
 # ------------------------------------------------------------------------------------- grids
@@ -506,38 +475,14 @@ class Seg004GridConfig(ExperimentConfig):
         "paper": {"datasets": list(GRID_DATASETS["paper"]), "ablation": True, "ablation_dataset": "magnetictile"},
     }
 
-    datasets: list[str]
-    models: list[str] = list(MODELS)
+    datasets: _DatasetNames
+    models: _ModelNames = list(MODELS)
     #: Run the improved network's ablation (:data:`ABLATION`) on ``ablation_dataset``.
     ablation: bool = False
     ablation_dataset: str = "magnetictile"
-    ablation_variants: list[str] = list(ABLATION)
+    ablation_variants: _VariantNames = list(ABLATION)
     #: Steps per fold for every cell (None: the profile's).
     steps: int | None = None
-
-    @field_validator("datasets")
-    @classmethod
-    def _datasets(cls, value: list[str]) -> list[str]:
-        unknown = [v for v in value if v not in DATASETS]
-        if unknown or not value:
-            raise ValueError(f"unknown or no datasets {unknown}; choose from {', '.join(DATASETS)}")
-        return value
-
-    @field_validator("models")
-    @classmethod
-    def _models(cls, value: list[str]) -> list[str]:
-        unknown = [v for v in value if v not in MODELS]
-        if unknown or not value:
-            raise ValueError(f"unknown or no models {unknown}; choose from {', '.join(MODELS)}")
-        return value
-
-    @field_validator("ablation_variants")
-    @classmethod
-    def _variants(cls, value: list[str]) -> list[str]:
-        unknown = [v for v in value if v not in ABLATION]
-        if unknown:
-            raise ValueError(f"unknown ablation variants {unknown}; choose from {', '.join(ABLATION)}")
-        return value
 
     def _overrides(self) -> dict:
         return {"seed": self.seed, "steps": self.steps}

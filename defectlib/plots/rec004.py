@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .common import plot_fold_losses
+
 METHOD_LABELS = {"dr": "DR", "resnet50": "ResNet-50"}
 AUGMENT_LABELS = {True: "augmentation on", False: "augmentation off"}
 AUGMENT_COLORS = {True: "#d62728", False: "#1f77b4"}
@@ -102,13 +104,7 @@ def plot_recognition_losses(curves: dict[str, dict[int, np.ndarray]], *, window:
     for ax in axes.flat[len(curves):]:
         ax.set_axis_off()
     for ax, (title, folds) in zip(axes.flat, curves.items()):
-        for fold, losses in sorted(folds.items()):
-            losses = np.asarray(losses, dtype=float)
-            if len(losses) == 0:
-                continue
-            w = max(1, min(window, len(losses) // 5 or 1))
-            smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
-            ax.plot(np.arange(len(smooth)) + w, smooth, lw=1, label=f"fold {fold}")
+        plot_fold_losses(ax, folds, window=window, lw=1)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

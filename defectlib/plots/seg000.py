@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .common import plot_fold_losses
+
 MODEL_LABELS = {"proposed": "proposed (lightweight)", "deeplabv3plus": "DeepLabv3+", "unet": "U-Net"}
 MODEL_COLORS = {"proposed": "#d62728", "deeplabv3plus": "#1f77b4", "unet": "#2ca02c"}
 
@@ -60,13 +62,7 @@ def plot_training_curves(folds: dict[int, dict[str, np.ndarray]], *, window: int
     """Per-fold training losses of both stages (moving average over ``window`` steps)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.0))
     for ax, key, title in zip(axes, ("seg_losses", "clf_losses"), ("segmentation", "classification")):
-        for fold, arrays in sorted(folds.items()):
-            losses = np.asarray(arrays[key], dtype=float)
-            if len(losses) == 0:
-                continue
-            w = max(1, min(window, len(losses) // 5 or 1))
-            smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
-            ax.plot(np.arange(len(smooth)) + w, smooth, label=f"fold {fold}")
+        plot_fold_losses(ax, {fold: arrays[key] for fold, arrays in folds.items()}, window=window)
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel("loss (moving average)")

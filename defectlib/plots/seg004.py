@@ -8,6 +8,8 @@ import pandas as pd
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
+from .common import plot_fold_losses
+
 SEG004_COLORS = {"DeepLabv3+": "#1f77b4", "improved": "#d62728", "improved + ASPP": "#ff7f0e",
                  "no branch": "#2ca02c", "no branch + ASPP": "#9467bd", "whole-image training": "#8c564b"}
 _TITLES = {"precision": "precision (PR, Fig. 6)", "recall": "recall (RE, Fig. 7)", "f1": "F1 (Fig. 8)"}
@@ -121,13 +123,7 @@ def plot_loss_curves(curves: dict[str, dict[int, np.ndarray]], *, window: int = 
     """Training losses per model (one panel each), one line per fold (moving average)."""
     fig, axes = plt.subplots(1, max(len(curves), 1), figsize=(4.5 * max(len(curves), 1), 3.0), squeeze=False, sharey=True)
     for ax, (name, folds) in zip(axes[0], curves.items()):
-        for fold, losses in sorted(folds.items()):
-            losses = np.asarray(losses, dtype=float)
-            if len(losses) == 0:
-                continue
-            w = max(1, min(window, len(losses) // 5 or 1))
-            smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
-            ax.plot(np.arange(len(smooth)) + w, smooth, label=f"fold {fold}")
+        plot_fold_losses(ax, folds, window=window)
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_title(name, fontsize=9)

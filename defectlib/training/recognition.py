@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from ..models.recognition import block_labels, image_scores
 from ..seeding import torch_generator, worker_init_fn
 from .sampler import _as_labels
-from .two_stage import LOG_EVERY, _labels, _optimise, _run
+from .two_stage import LOG_EVERY, _labels, _optimise, _run, _test_loader
 
 __all__ = ["METHODS", "PairBatchSampler", "select_blocks", "train_recognition", "predict_recognition",
            "recognition_loss"]
@@ -284,8 +284,7 @@ def predict_recognition(model: nn.Module, dataset, *, device="cpu", batch_size: 
     """
     _check_positive("predict_recognition", "batch_size", batch_size)
     model.to(device).eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        worker_init_fn=worker_init_fn)
+    loader = _test_loader(dataset, batch_size=batch_size, num_workers=num_workers)
     rows: list[dict] = []
     with torch.inference_mode():
         for batch in tqdm(loader, desc="predict", leave=False, disable=not progress):

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from ..seeding import torch_generator, worker_init_fn
 from .sampler import _as_labels
-from .two_stage import LOG_EVERY, _check_steps, _labels, _optimise, _run
+from .two_stage import LOG_EVERY, _check_steps, _labels, _optimise, _run, _test_loader
 
 __all__ = ["BalancedBatchSampler", "CROP_STREAM", "crop_loss", "predict_seg004", "random_crop_box", "train_seg004"]
 
@@ -183,8 +183,7 @@ def predict_seg004(model: nn.Module, dataset, *, threshold: float = 0.5, device=
         probability map ``(H, W)`` as float16.
     """
     model.to(device).eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        worker_init_fn=worker_init_fn)
+    loader = _test_loader(dataset, batch_size=batch_size, num_workers=num_workers)
     rows: list[dict] = []
     maps: dict[int, np.ndarray] = {}
     with torch.inference_mode():

@@ -116,6 +116,12 @@ def _train_loader(dataset, *, steps: int, batch_size: int, seed: int, num_worker
                       worker_init_fn=worker_init_fn, generator=torch_generator(seed))
 
 
+def _test_loader(dataset, *, batch_size: int, num_workers: int) -> DataLoader:
+    """The items of ``dataset`` in order, in batches (for prediction)."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      worker_init_fn=worker_init_fn)
+
+
 def _check_finite(name: str, loss: torch.Tensor, step: int, steps: int, lr: float) -> float:
     value = float(loss.detach())
     if not math.isfinite(value):
@@ -229,8 +235,7 @@ def predict(segnet: nn.Module, classifier: nn.Module, dataset, *, device="cpu", 
     """
     segnet.to(device).eval()
     classifier.to(device).eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        worker_init_fn=worker_init_fn)
+    loader = _test_loader(dataset, batch_size=batch_size, num_workers=num_workers)
     rows: list[dict] = []
     maps: dict[int, np.ndarray] = {}
     with torch.inference_mode():
