@@ -18,6 +18,22 @@ are independent) and writes one JSON file atomically. ``defectlib bench`` is its
 
 The models are the registry :data:`BENCH_MODELS`: a name maps to a function building the
 module and its training loss for one input, so a new experiment adds its models here.
+
+Speed levers, all off by default (so the default figures stay comparable with earlier runs);
+every row records which were on:
+
+* ``channels_last``: model and input in the channels-last memory format (training and inference);
+* ``fuse_bn``: inference on :func:`~defectlib.models.fuse.inference_model`'s copy, BatchNorm
+  folded into the convolutions (training is unaffected: it needs the BatchNorms);
+* ``compile``: ``torch.compile`` of the inference module and of the training loss (forward and
+  loss; the backward is compiled by AOTAutograd, the optimizer step is not). The first call of
+  each is timed on its own (``compile_inference_s``, ``compile_train_s``: compilation plus one
+  run) and excluded from the warm-up and the timed runs; ``freezing`` adds inductor's freezing
+  (constant-folded, pre-packed weights) to the inference compile;
+* ``threads``: ``torch.set_num_threads`` before measuring (None: PyTorch's default);
+* ``bottleneck_inplace``: :attr:`MultiKernelBottleneck.inplace
+  <defectlib.models.lightweight.MultiKernelBottleneck.inplace>` (None: the class default), the
+  proposed network's output-identical in-place bottleneck forward.
 """
 
 from __future__ import annotations
@@ -26,6 +42,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,9 +54,18 @@ import torch
 from torch import nn
 
 from . import atomic
+from .errors import ConfigError, UnavailableError
 from .models.counting import count_parameters, flops_per_image
 
-__all__ = ["BENCH_MODELS", "BenchModel", "bench_model", "matmul_peak", "run_bench", "default_sizes"]
+__all__ = [
+    "BENCH_MODELS",
+    "BenchModel",
+    "bench_model",
+    "matmul_peak",
+    "run_bench",
+    "default_sizes",
+    "compile_unavailable_reason",
+]
 
 
 @dataclass(frozen=True)
@@ -147,6 +173,30 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
 
 
+def compile_unavailable_reason(device: str = "cpu") -> str | None:
+    """Why ``torch.compile`` (inductor) cannot work for ``device`` here, or None if it can.
+
+    On the CPU inductor writes C++ and needs a compiler: ``$CXX`` if set, else one of g++,
+    clang++, c++ on the PATH. (None does not promise success, only that nothing is missing.)
+    """
+    if not hasattr(torch, "compile"):
+        return f"torch {torch.__version__} has no torch.compile"
+    if device.startswith("cpu"):
+        cxx = os.environ.get("CXX")
+        candidates = [cxx] if cxx else ["g++", "clang++", "c++"]
+        if not any(shutil.which(c) for c in candidates):
+            return (f"torch.compile on the CPU (inductor) needs a C++ compiler; none of {candidates} is on "
+                    "the PATH (install g++, or set CXX)")
+    return None
+
+
+def _first_call_time(fn: Callable[[], object], device: str) -> float:
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
 def bench_model(
     name: str,
     input_size: Sequence[int],
@@ -156,14 +206,37 @@ def bench_model(
     infer_repeats: int = 10,
     warmup: int = 2,
     channels_last: bool = False,
+    fuse_bn: bool = False,
+    compile: bool = False,
+    freezing: bool = False,
+    threads: int | None = None,
+    bottleneck_inplace: bool | None = None,
 ) -> dict:
     """Measure one model at one input size (in this process). Returns a flat dict of figures.
 
     ``peak_memory_mb`` on the CPU is only meaningful in a process that measures nothing else
-    (:func:`run_bench` takes care of that).
+    (:func:`run_bench` takes care of that); with ``compile`` it includes the compiler's own
+    memory. The levers (``channels_last``, ``fuse_bn``,
+    ``compile``, ``freezing``, ``threads``, ``bottleneck_inplace``) are described in the module
+    docstring; ``threads`` and ``bottleneck_inplace`` change process-wide settings.
     """
     if name not in BENCH_MODELS:
         raise KeyError(f"unknown model {name!r}; choose one of {', '.join(BENCH_MODELS)}")
+    if freezing and not compile:
+        raise ConfigError("freezing is an option of torch.compile: pass compile=True as well")
+    if compile:
+        reason = compile_unavailable_reason(device)
+        if reason is not None:
+            raise UnavailableError(f"cannot benchmark with compile=True: {reason}")
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    from .models.lightweight import MultiKernelBottleneck
+
+    if bottleneck_inplace is not None:
+        MultiKernelBottleneck.inplace = bool(bottleneck_inplace)
+
     spec = BENCH_MODELS[name]
     torch.manual_seed(0)
     h, w = (int(v) for v in input_size)
@@ -172,26 +245,42 @@ def bench_model(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     x = torch.rand(1, spec.in_channels, h, w, device=device).contiguous(memory_format=memory_format)
+    model.eval()
+    if fuse_bn:
+        from .models.fuse import inference_model
+
+        # A separate, fused copy (built before the memory baseline: weights are not counted).
+        infer_module: nn.Module = inference_model(model, channels_last=channels_last, fuse_bn=True)
+    else:
+        infer_module = model
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     rss_before = _rss_bytes()
 
-    model.eval()
+    if compile:
+        infer_module = torch.compile(infer_module, options={"freezing": True} if freezing else None)
 
     def infer():
         with torch.inference_mode():
-            model(x)
+            infer_module(x)
 
+    compile_infer_s = _first_call_time(infer, device) if compile else None
     infer_s = _median_time(infer, repeats=infer_repeats, warmup=warmup, device=device)
 
     model.train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    if compile:
+        compiled_loss = torch.compile(lambda inp: loss_fn(model, inp))
+    else:
+        compiled_loss = None
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(model, x).backward()
+        loss = compiled_loss(x) if compiled_loss is not None else loss_fn(model, x)
+        loss.backward()
         optimizer.step()
 
+    compile_train_s = _first_call_time(step, device) if compile else None
     train_s = _median_time(step, repeats=train_repeats, warmup=warmup, device=device)
     if device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated()
@@ -213,6 +302,12 @@ def bench_model(
         "inference_flops_per_s": flops / infer_s,
         "train_flops_per_s": 3 * flops / train_s,
         "channels_last": channels_last,
+        "fuse_bn": fuse_bn,
+        "compile": compile,
+        "freezing": freezing,
+        "compile_inference_s": compile_infer_s,
+        "compile_train_s": compile_train_s,
+        "bottleneck_inplace": MultiKernelBottleneck.inplace,
         "device": device,
         "threads": torch.get_num_threads(),
     }
@@ -238,12 +333,17 @@ def run_bench(
     sizes: dict[str, list[tuple[int, int]]] | None = None,
     device: str = "cpu",
     channels_last: bool = False,
+    threads: int | None = None,
     progress: bool = True,
     **kwargs,
 ) -> dict:
     """Measure every model at its experiment's sizes, each in its own child process, and write
     ``out_path`` (JSON, atomically; ``None``: do not write): the machine, its measured matmul
-    peak, one row per measurement. Returns the record."""
+    peak, one row per measurement. Returns the record.
+
+    ``kwargs`` go to :func:`bench_model` (``fuse_bn``, ``compile``, ``freezing``,
+    ``bottleneck_inplace``, repeats). With ``threads`` the matmul peak is measured with that
+    many threads as well (this process's setting is restored afterwards)."""
     from tqdm.auto import tqdm
 
     from .results import device_info, git_state, package_versions
@@ -252,13 +352,29 @@ def run_bench(
     unknown = [m for m in models if m not in BENCH_MODELS]
     if unknown:
         raise KeyError(f"unknown model(s) {unknown}; choose from {', '.join(BENCH_MODELS)}")
+    if kwargs.get("freezing") and not kwargs.get("compile"):
+        raise ConfigError("freezing is an option of torch.compile: pass compile=True as well")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    if kwargs.get("compile"):
+        reason = compile_unavailable_reason(device)
+        if reason is not None:  # fail here, not in every child
+            raise UnavailableError(f"cannot benchmark with compile=True: {reason}")
     sizes = sizes or default_sizes()
     started = time.time()
-    peak = matmul_peak(device=device)
+    default_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        peak = matmul_peak(device=device)
+        peak_threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(default_threads)
     jobs = [(m, s) for m in models for s in sizes.get(BENCH_MODELS[m].experiment, [])]
     rows = []
     for name, size in tqdm(jobs, desc="bench", disable=not progress):
-        args = {"name": name, "input_size": list(size), "device": device, "channels_last": channels_last, **kwargs}
+        args = {"name": name, "input_size": list(size), "device": device, "channels_last": channels_last,
+                "threads": threads, **kwargs}
         row = _child([json.dumps(args)])
         row["inference_fraction_of_peak"] = row["inference_flops_per_s"] / peak
         row["train_fraction_of_peak"] = row["train_flops_per_s"] / peak
@@ -266,7 +382,7 @@ def run_bench(
     record = {
         "matmul_peak_flops_per_s": peak,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+                    "cpu_count": os.cpu_count(), "torch_threads": peak_threads},
         "device": device_info(),
         "git": git_state(),
         "packages": package_versions(),

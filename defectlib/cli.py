@@ -102,16 +102,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.size:
         sizes = {BENCH_MODELS[m].experiment: list(args.size) for m in (args.models or BENCH_MODELS)}
     device = args.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
-    out = Path(args.out) if args.out else results_root() / "bench" / f"{device.split(':')[0]}.json"
+    levers = {"fuse_bn": args.fuse_bn, "compile": args.compile, "freezing": args.freezing}
+    if args.bottleneck_inplace is not None:
+        levers["bottleneck_inplace"] = args.bottleneck_inplace == "on"
+    # The default file name says which levers were on, so a lever run never overwrites the baseline.
+    tags = [t for t, on in (("channels-last", args.channels_last), ("fuse-bn", args.fuse_bn),
+                            ("compile", args.compile), ("freezing", args.freezing)) if on]
+    if args.threads is not None:
+        tags.append(f"threads{args.threads}")
+    if args.bottleneck_inplace is not None:
+        tags.append(f"inplace-{args.bottleneck_inplace}")
+    stem = "-".join([device.split(":")[0], *tags])
+    out = Path(args.out) if args.out else results_root() / "bench" / f"{stem}.json"
     record = run_bench(out, models=args.models or None, sizes=sizes or default_sizes(), device=device,
-                       channels_last=args.channels_last, train_repeats=args.repeats, infer_repeats=2 * args.repeats)
-    print(f"matmul peak: {record['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({device})")
+                       channels_last=args.channels_last, threads=args.threads, train_repeats=args.repeats,
+                       infer_repeats=2 * args.repeats, **levers)
+    print(f"matmul peak: {record['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({device}, "
+          f"{record['machine']['torch_threads']} threads)")
+    on = [k for k in ("channels_last", "fuse_bn", "compile", "freezing") if record["rows"] and record["rows"][0][k]]
+    print(f"levers on: {', '.join(on) or 'none'}")
     header = f"{'model':<14}{'input':>10}{'params M':>10}{'GFLOPs':>9}{'train s':>9}{'infer ms':>10}{'peak MB':>9}{'inf %peak':>10}{'train %peak':>12}"
     print(header)
     for r in record["rows"]:
         print(f"{r['model']:<14}{r['input']:>10}{r['parameters'] / 1e6:>10.2f}{r['gflops_per_image']:>9.2f}"
               f"{r['train_step_s']:>9.3f}{r['inference_s'] * 1e3:>10.1f}{r['peak_memory_mb']:>9.0f}"
               f"{100 * r['inference_fraction_of_peak']:>10.1f}{100 * r['train_fraction_of_peak']:>12.1f}")
+    compiled = [r for r in record["rows"] if r.get("compile_inference_s") is not None]
+    for r in compiled:
+        print(f"compile ({r['model']} {r['input']}): inference {r['compile_inference_s']:.1f} s, "
+              f"training {r['compile_train_s']:.1f} s (first call, not in the timings)")
     print(f"written: {out} ({record['wall_time_s']:.0f} s)")
     return 0
 
@@ -158,7 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     bench.add_argument("--repeats", type=int, default=5, help="timed training steps (inference: twice as many)")
     bench.add_argument("--channels-last", action="store_true", help="channels-last memory format")
-    bench.add_argument("--out", help="JSON path (default: <results>/bench/<device>.json)")
+    bench.add_argument("--fuse-bn", action="store_true", help="inference with BatchNorm folded into the convolutions")
+    bench.add_argument("--compile", action="store_true",
+                       help="torch.compile inference and the training loss (compile time reported apart)")
+    bench.add_argument("--freezing", action="store_true", help="with --compile: inductor freezing for inference")
+    bench.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's)")
+    bench.add_argument("--bottleneck-inplace", choices=["on", "off"],
+                       help="the proposed net's in-place bottleneck forward (default: the class default, on)")
+    bench.add_argument("--out", help="JSON path (default: <results>/bench/<device>[-<levers>].json)")
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -19,3 +19,7 @@ class ConfigError(DefectlibError, ValueError):
 
 class DownloadError(DefectlibError):
     """A download that failed or whose checksum did not match."""
+
+
+class UnavailableError(DefectlibError, RuntimeError):
+    """A requested feature that cannot work on this machine (the message says what is missing)."""

@@ -7,7 +7,14 @@ import json
 import pytest
 
 from defectlib import cli
-from defectlib.bench import BENCH_MODELS, bench_model, default_sizes, matmul_peak, run_bench
+from defectlib.bench import (
+    BENCH_MODELS,
+    bench_model,
+    compile_unavailable_reason,
+    default_sizes,
+    matmul_peak,
+    run_bench,
+)
 from defectlib.experiments.bench_chapter import BenchConfig, bench_table, run
 
 
@@ -73,3 +80,77 @@ def test_cli_bench_prints_a_table(tmp_path, capsys):
     assert json.loads(out.read_text())["rows"][0]["height"] == 64
     with pytest.raises(SystemExit):
         cli.main(["bench", "--size", "64by32"])
+
+
+# ------------------------------------------------------------------------------- speed levers
+
+
+def test_rows_record_the_levers_and_defaults_are_off():
+    row = bench_model("proposed", (64, 32), train_repeats=1, infer_repeats=1, warmup=1)
+    assert row["channels_last"] is False and row["fuse_bn"] is False and row["compile"] is False
+    assert row["freezing"] is False and row["compile_inference_s"] is None and row["compile_train_s"] is None
+    assert row["bottleneck_inplace"] is True  # the class default (output-identical)
+    levers = bench_model("proposed", (64, 32), train_repeats=1, infer_repeats=1, warmup=1,
+                         channels_last=True, fuse_bn=True, bottleneck_inplace=False)
+    assert levers["channels_last"] and levers["fuse_bn"] and levers["bottleneck_inplace"] is False
+    assert levers["inference_s"] > 0 and levers["train_step_s"] > 0
+    # FLOPs and parameters are the (unfused) network's, so rows stay comparable
+    assert levers["gflops_per_image"] == row["gflops_per_image"] and levers["parameters"] == row["parameters"]
+
+
+def test_bottleneck_inplace_setting_is_restored_by_the_caller(monkeypatch):
+    from defectlib.models.lightweight import MultiKernelBottleneck
+
+    monkeypatch.setattr(MultiKernelBottleneck, "inplace", True)
+    bench_model("proposed", (64, 32), train_repeats=1, infer_repeats=1, warmup=1, bottleneck_inplace=False)
+    assert MultiKernelBottleneck.inplace is False  # process-wide, as documented (run_bench uses children)
+
+
+def test_run_bench_threads_reach_the_children(tmp_path):
+    record = run_bench(None, models=["proposed"], sizes={"seg000": [(64, 32)]}, progress=False, threads=1,
+                       fuse_bn=True, train_repeats=1, infer_repeats=1, warmup=1)
+    row = record["rows"][0]
+    assert row["threads"] == 1 and row["fuse_bn"] is True and record["machine"]["torch_threads"] == 1
+
+
+def test_bad_lever_combinations_are_refused(monkeypatch):
+    from defectlib import bench
+    from defectlib.errors import ConfigError, UnavailableError
+
+    with pytest.raises(ConfigError, match="compile=True"):
+        bench_model("proposed", (64, 32), freezing=True)
+    with pytest.raises(ConfigError, match="compile=True"):
+        run_bench(None, models=["proposed"], freezing=True)
+    with pytest.raises(ConfigError, match="threads"):
+        run_bench(None, models=["proposed"], threads=0)
+    # no C++ compiler: a clear error, before anything is measured
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    assert "C++ compiler" in bench.compile_unavailable_reason("cpu")
+    with pytest.raises(UnavailableError, match="C\\+\\+ compiler"):
+        bench_model("proposed", (64, 32), compile=True)
+    with pytest.raises(UnavailableError, match="C\\+\\+ compiler"):
+        run_bench(None, models=["proposed"], compile=True)
+    assert cli.main(["bench", "proposed", "--size", "64x32", "--compile", "--out", "unused.json"]) == 2
+
+
+@pytest.mark.slow
+def test_compiled_bench_reports_compile_time_apart():
+    reason = compile_unavailable_reason("cpu")
+    if reason is not None:
+        pytest.skip(reason)
+    row = bench_model("proposed", (64, 32), train_repeats=1, infer_repeats=1, warmup=1, compile=True,
+                      fuse_bn=True, channels_last=True)
+    assert row["compile"] and row["compile_inference_s"] > 0 and row["compile_train_s"] > 0
+    assert row["inference_s"] > 0 and row["train_step_s"] > 0
+
+
+def test_cli_bench_names_lever_runs_apart(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / "results"))
+    assert cli.main(["bench", "proposed", "--size", "64x32", "--repeats", "1", "--fuse-bn", "--threads", "1",
+                     "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "levers on: fuse_bn" in text
+    written = list((tmp_path / "results" / "bench").glob("*.json"))
+    assert [p.name for p in written] == ["cpu-fuse-bn-threads1.json"]
+    assert json.loads(written[0].read_text())["rows"][0]["fuse_bn"] is True

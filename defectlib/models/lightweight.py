@@ -50,7 +50,7 @@ Choices and deviations (the paper does not say, or says it inconsistently)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import ClassVar, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -142,7 +142,16 @@ class MultiKernelBottleneck(nn.Module):
     """The paper's bottleneck (Fig. 2b): 8 parallel depthwise paths, SE, pointwise projection.
 
     ``x -> cat_k(BN(dwconv_k(x))) -> act -> [SE] -> BN(conv1x1) (+ x)``, k in :data:`MULTI_KERNELS`.
+
+    :attr:`inplace` (a class attribute, default True) lets the forward pass overwrite the
+    ×8-channel intermediate instead of allocating a new one at each step: the activation in
+    place always, and without autograd also the SE gate and the residual sum. The values (and
+    gradients) are bit-for-bit those of the out-of-place formulation, :meth:`_forward_reference`
+    (``MultiKernelBottleneck.inplace = False`` selects it, e.g. to benchmark the difference).
     """
+
+    #: Overwrite intermediates that nothing else reads (output-identical; see the class docstring).
+    inplace: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -192,12 +201,40 @@ class MultiKernelBottleneck(nn.Module):
         return isinstance(self.se, SqueezeExcitation)
 
     def forward(self, x: Tensor) -> Tensor:
+        if not self.inplace:
+            return self._forward_reference(x)
+        # The same operations as _forward_reference, on the same values: only buffers that
+        # nothing else reads are overwritten, so the result (and, in training, every gradient)
+        # is bit-for-bit the same, with fewer ×8-channel tensors allocated.
+        y = torch.cat([path(x) for path in self.paths], dim=1)  # a fresh tensor, ours alone
+        y = self._activate_(y)  # cat's backward keeps nothing, so this is autograd-safe
+        if not torch.is_grad_enabled():
+            # Autograd off (no_grad / inference_mode): SE's gate multiplies in place and the
+            # residual adds in place. With autograd on they stay out of place (the product's
+            # backward needs its input).
+            if self.use_se:
+                y = y.mul_(self.se._scale(y))
+            y = self.project(y)
+            return y.add_(x) if self.use_res_connect else y
+        y = self.project(self.se(y))
+        return y + x if self.use_res_connect else y
+
+    def _forward_reference(self, x: Tensor) -> Tensor:
+        """The plain formulation (every step out of place); :meth:`forward` with ``inplace`` off."""
         y = torch.cat([path(x) for path in self.paths], dim=1)
         y = self.se(self.activation(y))
         y = self.project(y)
         if self.use_res_connect:
             y = y + x
         return y
+
+    def _activate_(self, y: Tensor) -> Tensor:
+        """``self.activation(y)``, computed in place where the activation allows it."""
+        if type(self.activation) is nn.ReLU6:
+            return F.relu6(y, inplace=True)
+        if type(self.activation) is nn.Hardswish:
+            return F.hardswish(y, inplace=True)
+        return self.activation(y)
 
 
 def _conv_block(in_channels: int, setting: BlockSettings) -> nn.Module:
