@@ -211,6 +211,7 @@ def bench_model(
     freezing: bool = False,
     threads: int | None = None,
     bottleneck_inplace: bool | None = None,
+    amp: bool = False,
 ) -> dict:
     """Measure one model at one input size (in this process). Returns a flat dict of figures.
 
@@ -218,7 +219,10 @@ def bench_model(
     (:func:`run_bench` takes care of that); with ``compile`` it includes the compiler's own
     memory. The levers (``channels_last``, ``fuse_bn``,
     ``compile``, ``freezing``, ``threads``, ``bottleneck_inplace``) are described in the module
-    docstring; ``threads`` and ``bottleneck_inplace`` change process-wide settings.
+    docstring; ``threads`` and ``bottleneck_inplace`` change process-wide settings. ``amp`` runs
+    inference and the training loss under ``torch.autocast`` in bfloat16 (weights and optimiser
+    stay float32). ``output_max_abs_diff`` is the largest absolute difference of the inference
+    output from that of the plain float32 model: what the levers cost in exactness.
     """
     if name not in BENCH_MODELS:
         raise KeyError(f"unknown model {name!r}; choose one of {', '.join(BENCH_MODELS)}")
@@ -246,6 +250,8 @@ def bench_model(
     model = model.to(device, memory_format=memory_format)
     x = torch.rand(1, spec.in_channels, h, w, device=device).contiguous(memory_format=memory_format)
     model.eval()
+    with torch.inference_mode():
+        reference_output = model(x).float()
     if fuse_bn:
         from .models.fuse import inference_model
 
@@ -260,12 +266,16 @@ def bench_model(
     if compile:
         infer_module = torch.compile(infer_module, options={"freezing": True} if freezing else None)
 
+    def autocast():
+        return torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=amp)
+
     def infer():
-        with torch.inference_mode():
-            infer_module(x)
+        with torch.inference_mode(), autocast():
+            return infer_module(x)
 
     compile_infer_s = _first_call_time(infer, device) if compile else None
     infer_s = _median_time(infer, repeats=infer_repeats, warmup=warmup, device=device)
+    output_diff = float((infer().float() - reference_output).abs().max())
 
     model.train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -276,7 +286,8 @@ def bench_model(
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss = compiled_loss(x) if compiled_loss is not None else loss_fn(model, x)
+        with autocast():
+            loss = compiled_loss(x) if compiled_loss is not None else loss_fn(model, x)
         loss.backward()
         optimizer.step()
 
@@ -305,6 +316,8 @@ def bench_model(
         "fuse_bn": fuse_bn,
         "compile": compile,
         "freezing": freezing,
+        "amp": amp,
+        "output_max_abs_diff": output_diff,
         "compile_inference_s": compile_infer_s,
         "compile_train_s": compile_train_s,
         "bottleneck_inplace": MultiKernelBottleneck.inplace,
@@ -341,7 +354,7 @@ def run_bench(
     ``out_path`` (JSON, atomically; ``None``: do not write): the machine, its measured matmul
     peak, one row per measurement. Returns the record.
 
-    ``kwargs`` go to :func:`bench_model` (``fuse_bn``, ``compile``, ``freezing``,
+    ``kwargs`` go to :func:`bench_model` (``fuse_bn``, ``compile``, ``freezing``, ``amp``,
     ``bottleneck_inplace``, repeats). With ``threads`` the matmul peak is measured with that
     many threads as well (this process's setting is restored afterwards)."""
     from tqdm.auto import tqdm

@@ -102,12 +102,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.size:
         sizes = {BENCH_MODELS[m].experiment: list(args.size) for m in (args.models or BENCH_MODELS)}
     device = args.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
-    levers = {"fuse_bn": args.fuse_bn, "compile": args.compile, "freezing": args.freezing}
+    levers = {"fuse_bn": args.fuse_bn, "compile": args.compile, "freezing": args.freezing, "amp": args.amp}
     if args.bottleneck_inplace is not None:
         levers["bottleneck_inplace"] = args.bottleneck_inplace == "on"
     # The default file name says which levers were on, so a lever run never overwrites the baseline.
     tags = [t for t, on in (("channels-last", args.channels_last), ("fuse-bn", args.fuse_bn),
-                            ("compile", args.compile), ("freezing", args.freezing)) if on]
+                            ("compile", args.compile), ("freezing", args.freezing), ("bf16", args.amp)) if on]
     if args.threads is not None:
         tags.append(f"threads{args.threads}")
     if args.bottleneck_inplace is not None:
@@ -119,7 +119,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        infer_repeats=2 * args.repeats, **levers)
     print(f"matmul peak: {record['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({device}, "
           f"{record['machine']['torch_threads']} threads)")
-    on = [k for k in ("channels_last", "fuse_bn", "compile", "freezing") if record["rows"] and record["rows"][0][k]]
+    on = [k for k in ("channels_last", "fuse_bn", "compile", "freezing", "amp") if record["rows"] and record["rows"][0][k]]
     print(f"levers on: {', '.join(on) or 'none'}")
     header = f"{'model':<14}{'input':>10}{'params M':>10}{'GFLOPs':>9}{'train s':>9}{'infer ms':>10}{'peak MB':>9}{'inf %peak':>10}{'train %peak':>12}"
     print(header)
@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--compile", action="store_true",
                        help="torch.compile inference and the training loss (compile time reported apart)")
     bench.add_argument("--freezing", action="store_true", help="with --compile: inductor freezing for inference")
+    bench.add_argument("--amp", action="store_true",
+                       help="bfloat16 autocast for inference and the training loss (weights stay float32)")
     bench.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's)")
     bench.add_argument("--bottleneck-inplace", choices=["on", "off"],
                        help="the proposed net's in-place bottleneck forward (default: the class default, on)")

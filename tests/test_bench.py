@@ -154,3 +154,29 @@ def test_cli_bench_names_lever_runs_apart(tmp_path, capsys, monkeypatch):
     written = list((tmp_path / "results" / "bench").glob("*.json"))
     assert [p.name for p in written] == ["cpu-fuse-bn-threads1.json"]
     assert json.loads(written[0].read_text())["rows"][0]["fuse_bn"] is True
+
+
+def test_amp_runs_in_bfloat16_and_reports_its_deviation():
+    plain = bench_model("proposed", (64, 32), train_repeats=1, infer_repeats=1, warmup=1)
+    amp = bench_model("proposed", (64, 32), train_repeats=1, infer_repeats=1, warmup=1, amp=True)
+    assert plain["amp"] is False and amp["amp"] is True
+    # float32 levers that do not change the arithmetic give the plain output exactly
+    assert plain["output_max_abs_diff"] == 0.0
+    # bfloat16 keeps ~3 significant digits: a small but non-zero deviation
+    assert 0.0 < amp["output_max_abs_diff"] < 0.5
+
+
+def test_levers_chapter_measures_every_lever_set_and_caches(tmp_path, monkeypatch):
+    from defectlib.experiments.bench_chapter import LeversConfig, levers_table, run_levers
+
+    monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / "results"))
+    cfg = LeversConfig.from_profile("smoke")
+    first = run_levers(cfg, progress=False)
+    table = levers_table(first)
+    assert list(table.index) == ["plain", "fused BN + channels-last"]
+    assert (table["inference 64×32 (ms)"] > 0).all() and (table["training step 64×32 (s)"] > 0).all()
+    assert table.loc["fused BN + channels-last", "output max |Δ| 64×32"] < 1e-3
+    again = run_levers(cfg, progress=False)
+    assert again.provenance["finished_utc"] == first.provenance["finished_utc"]
+    with pytest.raises(ValueError, match="unknown or no lever sets"):
+        LeversConfig.from_profile("smoke", levers=["warp drive"])

@@ -80,3 +80,75 @@ def bench_table(result: RunResult) -> pd.DataFrame:
         "inference, % of matmul peak": 100 * t["inference_fraction_of_peak"],
         "training, % of matmul peak": 100 * t["train_fraction_of_peak"],
     })
+
+
+#: Named sets of speed levers of :func:`defectlib.bench.bench_model` (issue 6's levers).
+LEVER_SETS: dict[str, dict] = {
+    "plain": {"bottleneck_inplace": False},
+    "in-place bottleneck": {},
+    "channels-last": {"channels_last": True},
+    "fused BN + channels-last": {"fuse_bn": True, "channels_last": True},
+    "bf16 autocast": {"amp": True},
+    "fused BN + channels-last + bf16": {"fuse_bn": True, "channels_last": True, "amp": True},
+    "compile (freezing) + channels-last": {"compile": True, "freezing": True, "channels_last": True},
+}
+
+
+class LeversConfig(ExperimentConfig):
+    """One model at a few sizes under several named sets of speed levers (:data:`LEVER_SETS`)."""
+
+    EXPERIMENT: ClassVar[str] = "bench-levers"
+    PROFILES: ClassVar[dict] = {
+        "smoke": {"sizes": [[64, 32]], "repeats": 1, "levers": ["plain", "fused BN + channels-last"]},
+        # torch.compile is left out of the cpu default: its cold compile costs ~4.5 min here.
+        "cpu": {"levers": [k for k in LEVER_SETS if not k.startswith("compile")]},
+        "paper": {"device": "cuda"},
+    }
+
+    model: str = "proposed"
+    #: Input sizes [H, W]: by default the issue's two targets (training at 704×256,
+    #: inference at 1408×512).
+    sizes: list[list[int]] = [[704, 256], [1408, 512]]
+    levers: list[str] = list(LEVER_SETS)
+    repeats: int = Field(default=10, ge=1)
+    device: str = "cpu"
+
+    @field_validator("levers")
+    @classmethod
+    def _levers(cls, value):
+        unknown = [v for v in value if v not in LEVER_SETS]
+        if unknown or not value:
+            raise ValueError(f"unknown or no lever sets {unknown}; choose from {', '.join(LEVER_SETS)}")
+        return value
+
+
+def run_levers(cfg: LeversConfig, *, progress: bool = True) -> RunResult:
+    """Measure (or read from the results cache) the model under every lever set."""
+    from ..bench import BENCH_MODELS, run_bench
+
+    current = Run(cfg, {})
+    if current.complete:
+        return current.load()
+    sizes = {BENCH_MODELS[cfg.model].experiment: [tuple(s) for s in cfg.sizes]}
+    rows, peaks = [], []
+    for name in cfg.levers:
+        record = run_bench(None, models=[cfg.model], sizes=sizes, device=cfg.device, progress=progress,
+                           train_repeats=cfg.repeats, infer_repeats=2 * cfg.repeats, **LEVER_SETS[name])
+        peaks.append(record["matmul_peak_flops_per_s"])
+        rows.extend({"levers": name, **row} for row in record["rows"])
+    metrics = {"matmul_peak_flops_per_s": max(peaks), "machine": record["machine"]}
+    return current.finish(pd.DataFrame(rows), metrics)
+
+
+def levers_table(result: RunResult) -> pd.DataFrame:
+    """Training step (s) and inference (ms) per lever set (rows) and input size (columns)."""
+    t = result.samples
+    order = list(dict.fromkeys(t["levers"]))
+    wide = t.pivot_table(index="levers", columns="input", values=["train_step_s", "inference_s"], aggfunc="first")
+    out = pd.DataFrame(index=order)
+    for size in dict.fromkeys(t["input"]):
+        out[f"training step {size} (s)"] = wide[("train_step_s", size)]
+        out[f"inference {size} (ms)"] = 1e3 * wide[("inference_s", size)]
+        out[f"output max |Δ| {size}"] = t[t["input"] == size].set_index("levers")["output_max_abs_diff"]
+    out.index.name = "levers"
+    return out

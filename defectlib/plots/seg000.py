@@ -32,8 +32,10 @@ def plot_sweep_metrics(table: pd.DataFrame) -> Figure:
         ax.set_title(metric if metric != "f1" else "F1")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("at threshold 0.9, all test folds")
-    axes[-1].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    # Below the panels, so no point of any curve is hidden behind it.
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     return fig
 
 
