@@ -242,6 +242,19 @@ def test_training_is_deterministic_and_stops_on_a_non_finite_loss(isolated):
         train_recognition(model, data, method="deeplab", steps=3, lr=1e-3, pairs_per_batch=1, seed=0, progress=False)
 
 
+def test_bfloat16_autocast_trains_and_scores_close_to_float32(isolated):
+    data = SurfaceDataset(load_samples("synthetic"), size=(64, 64))
+    seed_everything(0)
+    model = TinyBlocks()
+    losses = train_recognition(model, data, method="dr", steps=4, lr=1e-3, pairs_per_batch=2,
+                               blocks_per_class=2, seed=0, amp=True, progress=False)
+    assert len(losses) == 4 and np.isfinite(losses).all()
+    half = predict_recognition(model, data, batch_size=4, amp=True, progress=False)["score"].to_numpy()
+    full = predict_recognition(model, data, batch_size=4, progress=False)["score"].to_numpy()
+    assert not np.array_equal(half, full)  # autocast did run in bfloat16
+    assert np.abs(half - full).max() < 0.05
+
+
 def test_prediction_scores_every_image_in_order(isolated):
     data = SurfaceDataset(load_samples("synthetic"), size=(64, 64))
     scores = predict_recognition(TinyBlocks(), data, batch_size=5, progress=False)
@@ -257,7 +270,8 @@ def test_prediction_scores_every_image_in_order(isolated):
 def test_profiles_and_validation():
     paper, cpu = Rec004Config.from_profile("paper"), Rec004Config.from_profile("cpu", method="resnet50", augment=False)
     assert paper.input_size == [224, 224] and paper.n_folds == 5 and paper.threshold == 0.5
-    assert (cpu.method, cpu.augment, cpu.dataset, cpu.steps, cpu.pairs_per_batch) == ("resnet50", False, "magnetictile", 300, 4)
+    assert (cpu.method, cpu.augment, cpu.dataset, cpu.steps, cpu.pairs_per_batch) == ("resnet50", False, "magnetictile", 100, 4)
+    assert cpu.amp and not paper.amp  # bfloat16 autocast in the cpu profile only
     assert Rec004Config.from_profile("smoke").dataset == "synthetic"
     for bad in ({"method": "fcn"}, {"dataset": "mdpa"}, {"input_size": [224, 200]}, {"augment": "yes"}, {"steps": 0}):
         with pytest.raises(ConfigError, match="rec004"):

@@ -150,6 +150,21 @@ def test_a_tiny_training_on_synthetic_defects_lowers_the_loss(isolated):
     assert {k: int(counts.loc[0, k]) for k in expected} == expected
 
 
+def test_bfloat16_autocast_trains_and_segments_close_to_float32(isolated):
+    table = load_samples("synthetic")
+    data = SurfaceDataset(table, size=(64, 64))
+    seed_everything(0)
+    model = build_seg004("improved")
+    losses = train_seg004(model, data, steps=2, lr=1e-3, crop_size=(32, 32), pairs_per_batch=1, seed=0,
+                          amp=True, progress=False)
+    assert len(losses) == 2 and np.isfinite(losses).all()
+    test = SurfaceDataset(table.iloc[:2], size=(64, 64))
+    _, half = predict_seg004(model, test, keep_maps=True, amp=True, progress=False)
+    _, full = predict_seg004(model, test, keep_maps=True, progress=False)
+    difference = max(np.abs(half[i].astype(np.float32) - full[i].astype(np.float32)).max() for i in half)
+    assert 0 < difference < 0.1
+
+
 # ------------------------------------------------------------------------------- experiment
 
 

@@ -97,7 +97,7 @@ class Rec004Config(ExperimentConfig):
     PROFILES: ClassVar[dict] = {
         "smoke": {"dataset": "synthetic", "n_folds": 3, "input_size": [64, 64], "steps": 6,
                   "lr": 1e-4, "weight_decay": 1e-4, "pairs_per_batch": 2, "blocks_per_class": 4},
-        "cpu": {**_REAL, "steps": 300, "pairs_per_batch": 4},
+        "cpu": {**_REAL, "steps": 100, "pairs_per_batch": 4, "lr": 1e-3, "amp": True},
         "paper": {**_REAL, "steps": 3000, "pairs_per_batch": 8},
     }
 
@@ -125,6 +125,8 @@ class Rec004Config(ExperimentConfig):
     #: Batch size at test time (no effect on the scores).
     eval_batch_size: int = Field(default=8, ge=1)
     num_workers: int = Field(default=0, ge=0)
+    #: Mixed precision: forward passes under bfloat16 autocast (weights and loss float32).
+    amp: bool = False
 
     @field_validator("input_size")
     @classmethod
@@ -152,11 +154,11 @@ def _train_fold(cfg: Rec004Config, table: pd.DataFrame, folds: np.ndarray, fold:
     losses = train_recognition(
         model, train_set, method=cfg.method, steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
         pairs_per_batch=cfg.pairs_per_batch, blocks_per_class=cfg.blocks_per_class, seed=cfg.seed,
-        device=device, num_workers=cfg.num_workers, progress=progress,
+        device=device, num_workers=cfg.num_workers, amp=cfg.amp, progress=progress,
     )
     trained = time.perf_counter()
     scores = predict_recognition(model, test_set, device=device, batch_size=cfg.eval_batch_size,
-                                 num_workers=cfg.num_workers, progress=progress)
+                                 num_workers=cfg.num_workers, amp=cfg.amp, progress=progress)
     predicted = time.perf_counter()
     if scores["index"].tolist() != list(range(len(test_set))):
         raise RuntimeError("predict_recognition returned the test images out of order")

@@ -104,7 +104,8 @@ class Seg004Config(ExperimentConfig):
     PROFILES: ClassVar[dict] = {
         "smoke": {"dataset": "synthetic", "n_folds": 3, "input_size": [64, 64], "steps": 6, "lr": 1e-3,
                   "weight_decay": 1e-4, "pairs_per_batch": 1, "gallery_scale": 1},
-        "cpu": {**_REAL, "dataset": "magnetictile", "steps": 300, "pairs_per_batch": 2, "gallery_scale": 2},
+        "cpu": {**_REAL, "dataset": "magnetictile", "steps": 100, "pairs_per_batch": 2, "gallery_scale": 2,
+                "amp": True},
         "paper": {**_REAL, "dataset": "magnetictile", "steps": 3000, "pairs_per_batch": 4, "gallery_scale": 4},
     }
 
@@ -142,6 +143,8 @@ class Seg004Config(ExperimentConfig):
     gallery_scale: int = Field(default=2, ge=1)
     eval_batch_size: int = Field(default=4, ge=1)
     num_workers: int = Field(default=0, ge=0)
+    #: Mixed precision: forward passes under bfloat16 autocast (weights and loss float32).
+    amp: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -257,11 +260,11 @@ def _train_fold(cfg: Seg004Config, table: pd.DataFrame, folds: np.ndarray, fold:
     started = time.perf_counter()
     losses = train_seg004(model, train_set, steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
                           crop_size=crop, pairs_per_batch=cfg.pairs_per_batch, seed=cfg.seed, device=device,
-                          num_workers=cfg.num_workers, progress=progress)
+                          num_workers=cfg.num_workers, amp=cfg.amp, progress=progress)
     trained = time.perf_counter()
     counts, maps = predict_seg004(model, test_set, threshold=cfg.threshold, device=device,
                                   batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
-                                  keep_maps=True, progress=progress)
+                                  keep_maps=True, amp=cfg.amp, progress=progress)
     predicted = time.perf_counter()
     if counts["index"].tolist() != list(range(len(test_set))):
         raise RuntimeError("predict_seg004 returned the test images out of order")

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from ..models.recognition import block_labels, image_scores
 from ..seeding import torch_generator, worker_init_fn
 from .sampler import _as_labels
-from .two_stage import LOG_EVERY, _labels, _optimise, _run, _test_loader
+from .two_stage import LOG_EVERY, _labels, _optimise, _run, _test_loader, autocast
 
 __all__ = ["METHODS", "PairBatchSampler", "select_blocks", "train_recognition", "predict_recognition",
            "recognition_loss"]
@@ -215,8 +215,8 @@ def _check_positive(name: str, key: str, value) -> None:
 
 def train_recognition(model: nn.Module, dataset, *, method: str, steps: int, lr: float,
                       weight_decay: float = 0.0, pairs_per_batch: int, blocks_per_class: int = 16,
-                      seed: int, device="cpu", num_workers: int = 0, progress: bool = True,
-                      log_every: int = LOG_EVERY) -> list[float]:
+                      seed: int, device="cpu", num_workers: int = 0, amp: bool = False,
+                      progress: bool = True, log_every: int = LOG_EVERY) -> list[float]:
     """Train DR or the ResNet-50 classifier for ``steps`` pair batches; return per-step losses.
 
     Parameters
@@ -236,6 +236,9 @@ def train_recognition(model: nn.Module, dataset, *, method: str, steps: int, lr:
         DR only: the most defective blocks (and as many normal ones) per batch.
     seed
         Pair order, block selection and worker seeds.
+    amp
+        Forward passes under bfloat16 autocast (:func:`~defectlib.training.two_stage.autocast`);
+        the loss is computed in float32.
 
     Raises
     ------
@@ -263,7 +266,8 @@ def train_recognition(model: nn.Module, dataset, *, method: str, steps: int, lr:
     blocks = torch_generator(seed + BLOCK_STREAM)
 
     def step_fn(batch) -> torch.Tensor:
-        output = model(batch["image"].to(device))
+        with autocast(device, amp):
+            output = model(batch["image"].to(device))
         loss = recognition_loss(output, {"mask": batch["mask"], "label": batch["label"]}, method=method,
                                 blocks_per_class=blocks_per_class, generator=blocks)
         return _optimise(optimizer, loss)
@@ -272,8 +276,8 @@ def train_recognition(model: nn.Module, dataset, *, method: str, steps: int, lr:
 
 
 def predict_recognition(model: nn.Module, dataset, *, device="cpu", batch_size: int = 8,
-                        num_workers: int = 0, progress: bool = True) -> pd.DataFrame:
-    """Score every item of ``dataset`` in order (model in eval mode).
+                        num_workers: int = 0, amp: bool = False, progress: bool = True) -> pd.DataFrame:
+    """Score every item of ``dataset`` in order (model in eval mode; ``amp``: bfloat16 autocast).
 
     Returns
     -------
@@ -288,6 +292,8 @@ def predict_recognition(model: nn.Module, dataset, *, device="cpu", batch_size: 
     rows: list[dict] = []
     with torch.inference_mode():
         for batch in tqdm(loader, desc="predict", leave=False, disable=not progress):
-            scores = image_scores(model(batch["image"].to(device))).cpu()
+            with autocast(device, amp):
+                output = model(batch["image"].to(device))
+            scores = image_scores(output.float()).cpu()
             rows += [{"index": int(i), "score": float(s)} for i, s in zip(batch["index"].tolist(), scores)]
     return pd.DataFrame(rows, columns=["index", "score"])

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from ..seeding import torch_generator, worker_init_fn
 from .sampler import _as_labels
-from .two_stage import LOG_EVERY, _check_steps, _labels, _optimise, _run, _test_loader
+from .two_stage import LOG_EVERY, _check_steps, _labels, _optimise, _run, _test_loader, autocast
 
 __all__ = ["BalancedBatchSampler", "CROP_STREAM", "crop_loss", "predict_seg004", "random_crop_box", "train_seg004"]
 
@@ -133,17 +133,18 @@ def crop_loss(model: nn.Module, image: torch.Tensor, mask: torch.Tensor, boxes=N
         logits, target = model(image, crop=boxes), _crop_mask(mask, boxes)
     if logits.shape != target.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ")
-    return F.binary_cross_entropy_with_logits(logits, target.float())
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
 
 
 def train_seg004(model: nn.Module, dataset, *, steps: int, lr: float, weight_decay: float = 0.0,
                  crop_size=None, pairs_per_batch: int = 1, seed: int, device="cpu", num_workers: int = 0,
-                 progress: bool = True, log_every: int = LOG_EVERY) -> list[float]:
+                 amp: bool = False, progress: bool = True, log_every: int = LOG_EVERY) -> list[float]:
     """Train ``model`` for ``steps`` Adam steps of ``pairs_per_batch`` defective + as many
     defect-free images; returns the per-step losses.
 
     ``crop_size=(h, w)``: local image input (the model must accept ``crop``), loss on the crops
-    only. ``crop_size=None``: whole images (plain DeepLabv3+).
+    only. ``crop_size=None``: whole images (plain DeepLabv3+). ``amp``: the forward pass under
+    bfloat16 autocast (:func:`~defectlib.training.two_stage.autocast`; the loss in float32).
     """
     name = "train_seg004"
     _check_steps(name, steps, pairs_per_batch, lr, log_every)
@@ -161,7 +162,9 @@ def train_seg004(model: nn.Module, dataset, *, steps: int, lr: float, weight_dec
         if crop_size is not None:
             h, w = image.shape[-2:]
             boxes = [random_crop_box(h, w, crop_size, crops) for _ in range(len(image))]
-        return _optimise(optimizer, crop_loss(model, image, mask, boxes))
+        with autocast(device, amp):
+            loss = crop_loss(model, image, mask, boxes)
+        return _optimise(optimizer, loss)
 
     sampler = BalancedBatchSampler(_labels(dataset), n=pairs_per_batch, num_batches=steps,
                                    generator=torch_generator(seed))
@@ -171,8 +174,9 @@ def train_seg004(model: nn.Module, dataset, *, steps: int, lr: float, weight_dec
 
 
 def predict_seg004(model: nn.Module, dataset, *, threshold: float = 0.5, device="cpu", batch_size: int = 4,
-                   num_workers: int = 0, keep_maps: bool = False, progress: bool = True):
-    """Segment every item of ``dataset`` in order, whole images in both paths (eval mode).
+                   num_workers: int = 0, keep_maps: bool = False, amp: bool = False, progress: bool = True):
+    """Segment every item of ``dataset`` in order, whole images in both paths (eval mode;
+    ``amp``: bfloat16 autocast, probabilities computed in float32).
 
     Returns
     -------
@@ -188,7 +192,9 @@ def predict_seg004(model: nn.Module, dataset, *, threshold: float = 0.5, device=
     maps: dict[int, np.ndarray] = {}
     with torch.inference_mode():
         for batch in tqdm(loader, desc="predict", leave=False, disable=not progress):
-            prob = torch.sigmoid(model(batch["image"].to(device)).float())
+            with autocast(device, amp):
+                logits = model(batch["image"].to(device))
+            prob = torch.sigmoid(logits.float())
             target = batch["mask"].to(device) > 0
             if prob.shape != target.shape:
                 raise ValueError(f"the model's map {tuple(prob.shape)} is not the mask's {tuple(target.shape)}")
