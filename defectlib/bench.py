@@ -56,6 +56,7 @@ from torch import nn
 from . import atomic
 from .errors import ConfigError, UnavailableError
 from .models.counting import count_parameters, flops_per_image
+from .training.two_stage import autocast
 
 __all__ = [
     "BENCH_MODELS",
@@ -266,11 +267,8 @@ def bench_model(
     if compile:
         infer_module = torch.compile(infer_module, options={"freezing": True} if freezing else None)
 
-    def autocast():
-        return torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=amp)
-
     def infer():
-        with torch.inference_mode(), autocast():
+        with torch.inference_mode(), autocast(device, amp):
             return infer_module(x)
 
     compile_infer_s = _first_call_time(infer, device) if compile else None
@@ -286,7 +284,7 @@ def bench_model(
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        with autocast():
+        with autocast(device, amp):
             loss = compiled_loss(x) if compiled_loss is not None else loss_fn(model, x)
         loss.backward()
         optimizer.step()
