@@ -19,10 +19,13 @@ are independent) and writes one JSON file atomically. ``defectlib bench`` is its
 The models are the registry :data:`BENCH_MODELS`: a name maps to a function building the
 module and its training loss for one input, so a new experiment adds its models here.
 
-Speed levers, all off by default (so the default figures stay comparable with earlier runs);
-every row records which were on:
+Speed levers, off by default unless the model turns one on itself; every row records which
+were in effect:
 
-* ``channels_last``: model and input in the channels-last memory format (training and inference);
+* ``channels_last``: model and input in the channels-last memory format (training and
+  inference). ``None`` (the default) leaves each model in its own layout: the proposed
+  network is channels-last (:class:`~defectlib.models.lightweight.LightweightSegNet`), the
+  baselines channels-first; True / False force one layout on every model;
 * ``fuse_bn``: inference on :func:`~defectlib.models.fuse.inference_model`'s copy, BatchNorm
   folded into the convolutions (training is unaffected: it needs the BatchNorms);
 * ``compile``: ``torch.compile`` of the inference module and of the training loss (forward and
@@ -33,7 +36,11 @@ every row records which were on:
 * ``threads``: ``torch.set_num_threads`` before measuring (None: PyTorch's default);
 * ``bottleneck_inplace``: :attr:`MultiKernelBottleneck.inplace
   <defectlib.models.lightweight.MultiKernelBottleneck.inplace>` (None: the class default), the
-  proposed network's output-identical in-place bottleneck forward.
+  proposed network's output-identical in-place bottleneck forward;
+* ``per_path_norm``: :attr:`MultiKernelBottleneck.per_path_norm
+  <defectlib.models.lightweight.MultiKernelBottleneck.per_path_norm>` (None: the class default,
+  off), one BatchNorm per depthwise path as the paper draws it instead of one over their
+  concatenation (the same function; what the shared one buys).
 """
 
 from __future__ import annotations
@@ -206,21 +213,23 @@ def bench_model(
     train_repeats: int = 5,
     infer_repeats: int = 10,
     warmup: int = 2,
-    channels_last: bool = False,
+    channels_last: bool | None = None,
     fuse_bn: bool = False,
     compile: bool = False,
     freezing: bool = False,
     threads: int | None = None,
     bottleneck_inplace: bool | None = None,
     amp: bool = False,
+    per_path_norm: bool | None = None,
 ) -> dict:
     """Measure one model at one input size (in this process). Returns a flat dict of figures.
 
     ``peak_memory_mb`` on the CPU is only meaningful in a process that measures nothing else
     (:func:`run_bench` takes care of that); with ``compile`` it includes the compiler's own
     memory. The levers (``channels_last``, ``fuse_bn``,
-    ``compile``, ``freezing``, ``threads``, ``bottleneck_inplace``) are described in the module
-    docstring; ``threads`` and ``bottleneck_inplace`` change process-wide settings. ``amp`` runs
+    ``compile``, ``freezing``, ``threads``, ``bottleneck_inplace``, ``per_path_norm``) are
+    described in the module docstring; ``threads``, ``bottleneck_inplace`` and ``per_path_norm``
+    change process-wide settings. ``amp`` runs
     inference and the training loss under ``torch.autocast`` in bfloat16 (weights and optimiser
     stay float32). ``output_max_abs_diff`` is the largest absolute difference of the inference
     output from that of the plain float32 model: what the levers cost in exactness.
@@ -237,18 +246,27 @@ def bench_model(
         if threads < 1:
             raise ConfigError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
-    from .models.lightweight import MultiKernelBottleneck
+    from .models.lightweight import LightweightSegNet, MultiKernelBottleneck
 
     if bottleneck_inplace is not None:
         MultiKernelBottleneck.inplace = bool(bottleneck_inplace)
+    if per_path_norm is not None:
+        MultiKernelBottleneck.per_path_norm = bool(per_path_norm)
 
     spec = BENCH_MODELS[name]
     torch.manual_seed(0)
     h, w = (int(v) for v in input_size)
     model, loss_fn = spec.build()
     flops = flops_per_image(model, (h, w), in_channels=spec.in_channels)
+    segnets = [m for m in model.modules() if isinstance(m, LightweightSegNet)]
+    if channels_last is None:  # the model's own layout
+        channels_last = any(m.channels_last for m in segnets)
+        model = model.to(device)
+    else:
+        for m in segnets:
+            m.channels_last = bool(channels_last)
+        model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
     x = torch.rand(1, spec.in_channels, h, w, device=device).contiguous(memory_format=memory_format)
     model.eval()
     with torch.inference_mode():
@@ -319,6 +337,7 @@ def bench_model(
         "compile_inference_s": compile_infer_s,
         "compile_train_s": compile_train_s,
         "bottleneck_inplace": MultiKernelBottleneck.inplace,
+        "per_path_norm": MultiKernelBottleneck.per_path_norm,
         "device": device,
         "threads": torch.get_num_threads(),
     }
@@ -343,7 +362,7 @@ def run_bench(
     models: Sequence[str] | None = None,
     sizes: dict[str, list[tuple[int, int]]] | None = None,
     device: str = "cpu",
-    channels_last: bool = False,
+    channels_last: bool | None = None,
     threads: int | None = None,
     progress: bool = True,
     **kwargs,
@@ -353,7 +372,7 @@ def run_bench(
     peak, one row per measurement. Returns the record.
 
     ``kwargs`` go to :func:`bench_model` (``fuse_bn``, ``compile``, ``freezing``, ``amp``,
-    ``bottleneck_inplace``, repeats). With ``threads`` the matmul peak is measured with that
+    ``bottleneck_inplace``, ``per_path_norm``, repeats). With ``threads`` the matmul peak is measured with that
     many threads as well (this process's setting is restored afterwards)."""
     from tqdm.auto import tqdm
 

@@ -105,22 +105,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     levers = {"fuse_bn": args.fuse_bn, "compile": args.compile, "freezing": args.freezing, "amp": args.amp}
     if args.bottleneck_inplace is not None:
         levers["bottleneck_inplace"] = args.bottleneck_inplace == "on"
-    # The default file name says which levers were on, so a lever run never overwrites the baseline.
-    tags = [t for t, on in (("channels-last", args.channels_last), ("fuse-bn", args.fuse_bn),
+    if args.per_path_norm is not None:
+        levers["per_path_norm"] = args.per_path_norm == "on"
+    channels_last = None if args.channels_last is None else args.channels_last == "on"
+    # The default file name says which levers were set, so a lever run never overwrites the baseline.
+    layout = {None: None, True: "channels-last", False: "channels-first"}[channels_last]
+    tags = [t for t, on in ((layout, layout), ("fuse-bn", args.fuse_bn),
                             ("compile", args.compile), ("freezing", args.freezing), ("bf16", args.amp)) if on]
     if args.threads is not None:
         tags.append(f"threads{args.threads}")
     if args.bottleneck_inplace is not None:
         tags.append(f"inplace-{args.bottleneck_inplace}")
+    if args.per_path_norm is not None:
+        tags.append(f"per-path-norm-{args.per_path_norm}")
     stem = "-".join([device.split(":")[0], *tags])
     out = Path(args.out) if args.out else results_root() / "bench" / f"{stem}.json"
     record = run_bench(out, models=args.models or None, sizes=sizes or default_sizes(), device=device,
-                       channels_last=args.channels_last, threads=args.threads, train_repeats=args.repeats,
+                       channels_last=channels_last, threads=args.threads, train_repeats=args.repeats,
                        infer_repeats=2 * args.repeats, **levers)
     print(f"matmul peak: {record['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({device}, "
           f"{record['machine']['torch_threads']} threads)")
     on = [k for k in ("channels_last", "fuse_bn", "compile", "freezing", "amp") if record["rows"] and record["rows"][0][k]]
-    print(f"levers on: {', '.join(on) or 'none'}")
+    print(f"levers on: {', '.join(on) or 'none'}")  # in effect, including a model's own (channels-last)
     header = f"{'model':<14}{'input':>10}{'params M':>10}{'GFLOPs':>9}{'train s':>9}{'infer ms':>10}{'peak MB':>9}{'inf %peak':>10}{'train %peak':>12}"
     print(header)
     for r in record["rows"]:
@@ -176,7 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--size", type=_size, action="append", help="input HxW (repeatable; default: every profile's)")
     bench.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     bench.add_argument("--repeats", type=int, default=5, help="timed training steps (inference: twice as many)")
-    bench.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    bench.add_argument("--channels-last", nargs="?", const="on", choices=["on", "off"], default=None,
+                       help="force the channels-last memory format on every model (on, the bare flag) or "
+                            "channels-first (off); default: each model's own (the proposed net: channels-last)")
+    bench.add_argument("--per-path-norm", choices=["on", "off"], default=None,
+                       help="the proposed net's bottleneck with one BatchNorm per path (as the paper draws it)")
     bench.add_argument("--fuse-bn", action="store_true", help="inference with BatchNorm folded into the convolutions")
     bench.add_argument("--compile", action="store_true",
                        help="torch.compile inference and the training loss (compile time reported apart)")

@@ -85,14 +85,21 @@ def test_cli_bench_prints_a_table(tmp_path, capsys):
 # ------------------------------------------------------------------------------- speed levers
 
 
-def test_rows_record_the_levers_and_defaults_are_off():
+def test_rows_record_the_levers_and_defaults_are_the_models_own(monkeypatch):
+    from defectlib.models.lightweight import MultiKernelBottleneck
+
+    monkeypatch.setattr(MultiKernelBottleneck, "inplace", True)
+    monkeypatch.setattr(MultiKernelBottleneck, "per_path_norm", False)
     row = bench_model("proposed", (64, 32), train_repeats=1, infer_repeats=1, warmup=1)
-    assert row["channels_last"] is False and row["fuse_bn"] is False and row["compile"] is False
+    assert row["channels_last"] is True  # the proposed network's own layout
+    assert row["fuse_bn"] is False and row["compile"] is False and row["per_path_norm"] is False
     assert row["freezing"] is False and row["compile_inference_s"] is None and row["compile_train_s"] is None
     assert row["bottleneck_inplace"] is True  # the class default (output-identical)
     levers = bench_model("proposed", (64, 32), train_repeats=1, infer_repeats=1, warmup=1,
-                         channels_last=True, fuse_bn=True, bottleneck_inplace=False)
-    assert levers["channels_last"] and levers["fuse_bn"] and levers["bottleneck_inplace"] is False
+                         channels_last=False, fuse_bn=True, bottleneck_inplace=False, per_path_norm=True)
+    assert levers["channels_last"] is False and levers["fuse_bn"] and levers["bottleneck_inplace"] is False
+    assert levers["per_path_norm"] is True
+    assert levers["output_max_abs_diff"] < 1e-3  # the same function in the other layout, fused
     assert levers["inference_s"] > 0 and levers["train_step_s"] > 0
     # FLOPs and parameters are the (unfused) network's, so rows stay comparable
     assert levers["gflops_per_image"] == row["gflops_per_image"] and levers["parameters"] == row["parameters"]
@@ -150,10 +157,15 @@ def test_cli_bench_names_lever_runs_apart(tmp_path, capsys, monkeypatch):
     assert cli.main(["bench", "proposed", "--size", "64x32", "--repeats", "1", "--fuse-bn", "--threads", "1",
                      "--device", "cpu"]) == 0
     text = capsys.readouterr().out
-    assert "levers on: fuse_bn" in text
-    written = list((tmp_path / "results" / "bench").glob("*.json"))
-    assert [p.name for p in written] == ["cpu-fuse-bn-threads1.json"]
-    assert json.loads(written[0].read_text())["rows"][0]["fuse_bn"] is True
+    assert "levers on: channels_last, fuse_bn" in text  # the proposed net's own layout + the flag
+    assert cli.main(["bench", "proposed", "--size", "64x32", "--repeats", "1", "--channels-last", "off",
+                     "--per-path-norm", "on", "--threads", "1", "--device", "cpu"]) == 0
+    assert "levers on: none" in capsys.readouterr().out
+    written = sorted((tmp_path / "results" / "bench").glob("*.json"))
+    assert [p.name for p in written] == ["cpu-channels-first-threads1-per-path-norm-on.json",
+                                         "cpu-fuse-bn-threads1.json"]
+    assert json.loads(written[1].read_text())["rows"][0]["fuse_bn"] is True
+    assert json.loads(written[0].read_text())["rows"][0]["per_path_norm"] is True
 
 
 def test_amp_runs_in_bfloat16_and_reports_its_deviation():
@@ -173,9 +185,9 @@ def test_levers_chapter_measures_every_lever_set_and_caches(tmp_path, monkeypatc
     cfg = LeversConfig.from_profile("smoke")
     first = run_levers(cfg, progress=False)
     table = levers_table(first)
-    assert list(table.index) == ["plain", "fused BN + channels-last"]
+    assert list(table.index) == ["plain", "default + fused BN (inference)"]
     assert (table["inference 64×32 (ms)"] > 0).all() and (table["training step 64×32 (s)"] > 0).all()
-    assert table.loc["fused BN + channels-last", "output max |Δ| 64×32"] < 1e-3
+    assert table.loc["default + fused BN (inference)", "output max |Δ| 64×32"] < 1e-3
     again = run_levers(cfg, progress=False)
     assert again.provenance["finished_utc"] == first.provenance["finished_utc"]
     with pytest.raises(ValueError, match="unknown or no lever sets"):

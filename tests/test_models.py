@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -152,12 +153,12 @@ def test_residual_is_added():
 def test_bottleneck_has_eight_depthwise_paths():
     assert MULTI_KERNELS == ((3, 3), (5, 5), (1, 7), (7, 1), (1, 9), (9, 1), (1, 11), (11, 1))
     block = MultiKernelBottleneck(16, 24, stride=2, use_se=True, activation="HS")
-    convs = [path[0] for path in block.paths]
+    convs = list(block.paths)
     assert [tuple(c.kernel_size) for c in convs] == list(MULTI_KERNELS)
     for c in convs:
         assert c.groups == 16 and c.in_channels == 16 and c.out_channels == 16
-        assert tuple(c.stride) == (2, 2)
-    assert all(isinstance(path[1], nn.BatchNorm2d) for path in block.paths)
+        assert tuple(c.stride) == (2, 2) and c.bias is None
+    assert isinstance(block.norm, nn.BatchNorm2d) and block.norm.num_features == 128  # one BN, 8·16 channels
     assert isinstance(block.activation, nn.Hardswish)
     assert isinstance(block.se, SqueezeExcitation)
     assert block.se.fc1.in_channels == 128 and block.se.fc1.out_channels == 32  # 8·16 / 4
@@ -166,6 +167,84 @@ def test_bottleneck_has_eight_depthwise_paths():
     assert block.project[0].out_channels == 24
     y = block(torch.randn(2, 16, 15, 9))
     assert y.shape == (2, 24, 8, 5)  # ceil(15/2), ceil(9/2): 'same' padding on every path
+
+
+class _PerPathBottleneck(nn.Module):
+    """The bottleneck as the paper draws it: conv + BatchNorm per path, then cat (the reference)."""
+
+    def __init__(self, block: MultiKernelBottleneck) -> None:
+        super().__init__()
+        self.block = block
+        c = block.in_channels
+        self.norms = nn.ModuleList(nn.BatchNorm2d(c) for _ in block.paths)
+        with torch.no_grad():
+            for i, bn in enumerate(self.norms):
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(bn, name).copy_(getattr(block.norm, name)[i * c:(i + 1) * c])
+
+    def forward(self, x):
+        b = self.block
+        y = torch.cat([bn(path(x)) for path, bn in zip(b.paths, self.norms)], dim=1)
+        y = b.project(b.se(b.activation(y)))
+        return y + x if b.use_res_connect else y
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_one_batchnorm_over_the_paths_is_one_batchnorm_per_path(training):
+    """Choice 3 of the module docstring: the shared BatchNorm is the paper's per-path one."""
+    torch.manual_seed(0)
+    block = MultiKernelBottleneck(8, 8, use_se=True, activation="HS")
+    with torch.no_grad():  # non-trivial statistics and affine parameters
+        block.norm.running_mean.uniform_(-0.3, 0.3)
+        block.norm.running_var.uniform_(0.5, 1.5)
+        block.norm.weight.uniform_(0.5, 1.5)
+        block.norm.bias.uniform_(-0.2, 0.2)
+    reference = _PerPathBottleneck(copy.deepcopy(block))
+    block.train(training), reference.train(training)
+    x = torch.randn(2, 8, 20, 12)
+    y, y_ref = block(x), reference(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    w = torch.linspace(-1, 1, y.numel()).view_as(y)
+    (y * w).sum().backward(), (y_ref * w).sum().backward()
+    for (name, p), p_ref in zip(block.paths.named_parameters(), reference.block.paths.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-4, atol=1e-5, msg=name)
+    grad_weight = torch.cat([bn.weight.grad for bn in reference.norms])
+    torch.testing.assert_close(block.norm.weight.grad, grad_weight, rtol=1e-4, atol=1e-5)
+    running = torch.cat([bn.running_mean for bn in reference.norms])
+    torch.testing.assert_close(block.norm.running_mean, running)  # updated alike in training
+    if training:
+        assert not torch.equal(block.norm.running_mean, reference.block.norm.running_mean)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_per_path_norm_switch_is_the_per_path_reference(training, monkeypatch):
+    torch.manual_seed(0)
+    block = MultiKernelBottleneck(8, 16, stride=2, use_se=True, activation="RE").train(training)
+    reference = _PerPathBottleneck(copy.deepcopy(block)).train(training)
+    monkeypatch.setattr(MultiKernelBottleneck, "per_path_norm", True)
+    x = torch.randn(2, 8, 20, 12)
+    y, y_ref = block(x), reference(x)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)  # the same operations
+    running = torch.cat([bn.running_var for bn in reference.norms])
+    torch.testing.assert_close(block.norm.running_var, running, rtol=0, atol=0)
+    assert int(block.norm.num_batches_tracked) == int(training)
+
+
+def test_proposed_net_layout_does_not_change_the_function():
+    torch.manual_seed(0)
+    fast = build_segnet("proposed")
+    plain = build_segnet("proposed", channels_last=False)
+    plain.load_state_dict(fast.state_dict())
+    assert fast.channels_last and not plain.channels_last
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in fast.parameters() if p.dim() == 4)
+    x = torch.rand(2, 1, 64, 32)
+    (f1, l1), (f2, l2) = fast(x), plain(x)
+    assert f1.is_contiguous(memory_format=torch.channels_last) and f2.is_contiguous()
+    torch.testing.assert_close(f1, f2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(l1, l2, rtol=1e-4, atol=1e-5)
+    (l1.sum() + f1.mean()).backward(), (l2.sum() + f2.mean()).backward()
+    for (name, a), b in zip(fast.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-4, msg=name)
 
 
 def test_bottleneck_without_se_and_relu6():

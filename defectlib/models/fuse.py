@@ -15,7 +15,10 @@ Which pairs are folded (module walking, no ``torch.fx`` tracing):
   last module is (recursively) a ``Conv2d`` (smp's ``SeparableConv2d`` followed by a BatchNorm);
 * named pairs of modules whose ``forward`` is known to apply the BatchNorm straight to the
   convolution's output: torchvision's ``BasicBlock`` / ``Bottleneck`` (``conv1/bn1``, ...),
-  ``ResNet`` and smp's ``ResNetEncoder`` (the stem ``conv1/bn1``).
+  ``ResNet`` and smp's ``ResNetEncoder`` (the stem ``conv1/bn1``);
+* the proposed network's :class:`~defectlib.models.lightweight.MultiKernelBottleneck`: its one
+  BatchNorm over the concatenated depthwise paths is split per path (BatchNorm is per
+  channel) and each part folded into its path's convolution.
 
 Anything else (a subclass that overrides ``forward``, a BatchNorm without running statistics)
 is left unfused, so a model this module does not know stays correct, only slower.
@@ -86,6 +89,37 @@ def _fuse_into(parent: nn.Module, conv_name: str, bn: nn.BatchNorm2d) -> None:
     setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
 
 
+def _bn_slice(bn: nn.BatchNorm2d, start: int, stop: int) -> nn.BatchNorm2d:
+    """The channels ``start:stop`` of an eval-mode BatchNorm2d, as a BatchNorm2d of their own."""
+    part = nn.BatchNorm2d(stop - start, eps=bn.eps, momentum=bn.momentum, affine=bn.affine).eval()
+    with torch.no_grad():
+        part.running_mean.copy_(bn.running_mean[start:stop])
+        part.running_var.copy_(bn.running_var[start:stop])
+        if bn.affine:
+            part.weight.copy_(bn.weight[start:stop])
+            part.bias.copy_(bn.bias[start:stop])
+    return part.to(bn.running_mean.device)
+
+
+def _fuse_multi_kernel(block: nn.Module) -> bool:
+    """Fold a MultiKernelBottleneck's shared BatchNorm into its depthwise paths (in place)."""
+    from .lightweight import MultiKernelBottleneck
+
+    if type(block).forward is not MultiKernelBottleneck.forward or not _fusable(block.norm):
+        return False
+    if not all(isinstance(path, nn.Conv2d) for path in block.paths):
+        return False
+    start = 0
+    for i, path in enumerate(block.paths):
+        stop = start + path.out_channels
+        _fuse_into(block.paths, str(i), _bn_slice(block.norm, start, stop))
+        start = stop
+    if start != block.norm.num_features:
+        raise ValueError(f"paths give {start} channels but the BatchNorm has {block.norm.num_features}")
+    block.norm = nn.Identity()
+    return True
+
+
 def fuse_conv_bn(module: nn.Module) -> int:
     """Fold every directly following BatchNorm2d into its Conv2d, **in place** (eval mode only).
 
@@ -110,6 +144,7 @@ def fuse_conv_bn(module: nn.Module) -> int:
                     _fuse_into(target[0], target[1], second)
                 setattr(parent, bn_name, nn.Identity())
                 fused += 1
+        fused += _fuse_multi_kernel(parent)
         for conv_name, bn_name in _named_pairs(parent):
             conv, bn = getattr(parent, conv_name, None), getattr(parent, bn_name, None)
             if isinstance(conv, nn.Conv2d) and bn is not None and _fusable(bn):

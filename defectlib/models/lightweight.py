@@ -19,9 +19,14 @@ Choices and deviations (the paper does not say, or says it inconsistently)
    (10 blocks: 1 | 2 | 3-4 | 5-7 | 8-10), as STUDY.md resolves. "178×64" is read as 176×64.
 2. "RE" in Table 1 is ReLU6 (the paper prints ReLU6; torchvision's MobileNetV3 uses plain ReLU
    for "RE"); "HS" is h-swish (``nn.Hardswish``).
-3. Bottleneck: each of the 8 depthwise paths is conv (no bias) + BatchNorm; the block's
-   activation is applied once to the concatenation (the same as one per path: it is
-   element-wise). There is no 1×1 expansion: the 8 paths *are* the ×8 expansion.
+3. Bottleneck: each of the 8 depthwise paths is a convolution (no bias) followed by
+   BatchNorm, and the block's activation. Both are applied once to the concatenation of the
+   paths (one ``BatchNorm2d`` over the 8·C_in channels): that is the same function as one
+   BatchNorm and one activation per path, because BatchNorm normalises each channel on its
+   own (its statistics, weight, bias and running averages are per channel) and the activation
+   is element-wise. One normalisation of a contiguous tensor is what makes the channels-last
+   layout pay (see "Speed" below). There is no 1×1 expansion: the 8 paths *are* the ×8
+   expansion.
 4. SE (where Table 1 says so) is torchvision's ``SqueezeExcitation`` on the 8·C_in concatenated
    channels, squeeze channels ``make_divisible(8·C_in / 4, 8)`` (reduction 4), ReLU inside and
    a hard-sigmoid gate, as in MobileNetV3.
@@ -45,6 +50,18 @@ Choices and deviations (the paper does not say, or says it inconsistently)
    ``scripts/seg000_validation_check.py``, ``cpu`` profile) that start cost the network its
    generalisation: validation AP of the map's maximum 0.34 with it, 0.89 with the small init
    (training-set AP 0.95 and 1.0).
+
+Speed (issue 6; figures from ``defectlib bench`` on the 2-core CPU, in the performance chapter)
+-----------------------------------------------------------------------------------------
+The network keeps its parameters, and converts its input, to the channels-last memory layout
+(:attr:`LightweightSegNet.channels_last`, default True): the depthwise convolutions' backward
+pass is three to four times faster in that layout on the CPU. It pays only together with the
+single BatchNorm of choice 3: with one BatchNorm per path, each path's gradient is a strided
+slice of the concatenation's, and BatchNorm's backward on such a slice was slower than the
+depthwise convolutions gained (a training step at 704×256, batch 1: 0.28 s with per-path
+BatchNorm in either layout, 0.18 s with one BatchNorm, 0.11-0.12 s with one BatchNorm and
+channels-last). The layout changes only the order of floating-point operations, not the
+function: outputs agree to float rounding (tested).
 """
 
 from __future__ import annotations
@@ -141,7 +158,9 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 class MultiKernelBottleneck(nn.Module):
     """The paper's bottleneck (Fig. 2b): 8 parallel depthwise paths, SE, pointwise projection.
 
-    ``x -> cat_k(BN(dwconv_k(x))) -> act -> [SE] -> BN(conv1x1) (+ x)``, k in :data:`MULTI_KERNELS`.
+    ``x -> act(BN(cat_k(dwconv_k(x)))) -> [SE] -> BN(conv1x1) (+ x)``, k in :data:`MULTI_KERNELS`
+    (one BatchNorm over the concatenation: the same as one per path, choice 3 of the module
+    docstring).
 
     :attr:`inplace` (a class attribute, default True) lets the forward pass overwrite the
     ×8-channel intermediate instead of allocating a new one at each step: the activation in
@@ -152,6 +171,10 @@ class MultiKernelBottleneck(nn.Module):
 
     #: Overwrite intermediates that nothing else reads (output-identical; see the class docstring).
     inplace: ClassVar[bool] = True
+    #: Normalise each path on its own, as the paper draws it (slices of :attr:`norm`'s
+    #: parameters and statistics, so the same function and the same state). Slower; kept for
+    #: the benchmark (``defectlib bench``'s ``per_path_norm`` lever) and as a test reference.
+    per_path_norm: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -176,18 +199,21 @@ class MultiKernelBottleneck(nn.Module):
         self.use_res_connect = stride == 1 and in_channels == out_channels
         expanded = len(self.kernels) * in_channels
 
-        # One depthwise path per kernel; together they are the ×8 "expansion".
+        # One depthwise path per kernel; together they are the ×8 "expansion". Their BatchNorm
+        # is one module over the concatenation (choice 3 of the module docstring).
         self.paths = nn.ModuleList(
-            Conv2dNormActivation(
+            nn.Conv2d(
                 in_channels,
                 in_channels,
                 kernel_size=kernel,
                 stride=stride,
+                padding=(kernel[0] // 2, kernel[1] // 2),
                 groups=in_channels,
-                activation_layer=None,
+                bias=False,
             )
             for kernel in self.kernels
         )
+        self.norm = nn.BatchNorm2d(expanded)
         self.activation = _ACTIVATIONS[activation]()
         if use_se:
             squeeze = make_divisible(expanded / se_reduction, 8)
@@ -201,13 +227,13 @@ class MultiKernelBottleneck(nn.Module):
         return isinstance(self.se, SqueezeExcitation)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.inplace:
+        if not self.inplace or self.per_path_norm:
             return self._forward_reference(x)
         # The same operations as _forward_reference, on the same values: only buffers that
         # nothing else reads are overwritten, so the result (and, in training, every gradient)
         # is bit-for-bit the same, with fewer ×8-channel tensors allocated.
-        y = torch.cat([path(x) for path in self.paths], dim=1)  # a fresh tensor, ours alone
-        y = self._activate_(y)  # cat's backward keeps nothing, so this is autograd-safe
+        y = self.norm(torch.cat([path(x) for path in self.paths], dim=1))  # a fresh tensor, ours alone
+        y = self._activate_(y)  # BatchNorm's backward does not read its output: autograd-safe
         if not torch.is_grad_enabled():
             # Autograd off (no_grad / inference_mode): SE's gate multiplies in place and the
             # residual adds in place. With autograd on they stay out of place (the product's
@@ -220,13 +246,37 @@ class MultiKernelBottleneck(nn.Module):
         return y + x if self.use_res_connect else y
 
     def _forward_reference(self, x: Tensor) -> Tensor:
-        """The plain formulation (every step out of place); :meth:`forward` with ``inplace`` off."""
-        y = torch.cat([path(x) for path in self.paths], dim=1)
+        """The plain formulation (every step out of place); :meth:`forward` with ``inplace`` off
+        (or with :attr:`per_path_norm`, which this method implements)."""
+        if self.per_path_norm:
+            y = torch.cat([self._norm_path(i, path(x)) for i, path in enumerate(self.paths)], dim=1)
+            if self.norm.training and isinstance(self.norm, nn.BatchNorm2d):
+                self.norm.num_batches_tracked.add_(1)
+        else:
+            y = self.norm(torch.cat([path(x) for path in self.paths], dim=1))
         y = self.se(self.activation(y))
         y = self.project(y)
         if self.use_res_connect:
             y = y + x
         return y
+
+    def _norm_path(self, i: int, y: Tensor) -> Tensor:
+        """Path ``i``'s share of :attr:`norm` applied to that path's output alone."""
+        bn = self.norm
+        if not isinstance(bn, nn.BatchNorm2d):  # folded into the convolutions (models.fuse)
+            return bn(y)
+        part = slice(i * y.shape[1], (i + 1) * y.shape[1])
+        use_batch_stats = bn.training or not bn.track_running_stats
+        return F.batch_norm(
+            y,
+            bn.running_mean[part] if bn.running_mean is not None else None,
+            bn.running_var[part] if bn.running_var is not None else None,
+            bn.weight[part],
+            bn.bias[part],
+            use_batch_stats,
+            bn.momentum if bn.momentum is not None else 0.0,
+            bn.eps,
+        )
 
     def _activate_(self, y: Tensor) -> Tensor:
         """``self.activation(y)``, computed in place where the activation allows it."""
@@ -265,9 +315,20 @@ class LightweightSegNet(nn.Module):
 
     ``forward(x)`` with ``x`` of shape (N, 1, H, W) returns :class:`SegOutput` with features
     (N, 144, ceil(H/8), ceil(W/8)) and logits (N, 1, ceil(H/8), ceil(W/8)).
+
+    With ``channels_last`` (default True; the module docstring's "Speed") the parameters are
+    stored, and the input converted, in the channels-last memory layout, so every activation
+    (and the outputs) are channels-last too. Shapes and values do not depend on it (up to
+    float rounding).
     """
 
-    def __init__(self, settings: tuple[BlockSettings, ...] = ENCODER_SETTINGS, in_channels: int = 1) -> None:
+    def __init__(
+        self,
+        settings: tuple[BlockSettings, ...] = ENCODER_SETTINGS,
+        in_channels: int = 1,
+        *,
+        channels_last: bool = True,
+    ) -> None:
         super().__init__()
         blocks = [s.block for s in settings]
         if blocks != list(range(1, len(settings) + 1)):
@@ -289,6 +350,9 @@ class LightweightSegNet(nn.Module):
         self.feature_channels = skip_channels + deep_channels  # 48 + 96 = 144
         self.head = nn.Conv2d(self.feature_channels, 1, kernel_size=1)
         self._init_weights()
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def _init_weights(self) -> None:
         # As torchvision's MobileNetV3.
@@ -313,6 +377,10 @@ class LightweightSegNet(nn.Module):
         return outputs
 
     def forward(self, x: Tensor) -> SegOutput:
+        if self.channels_last:
+            # ``to`` (not ``contiguous``) re-strides a one-channel image, which is contiguous
+            # in both layouts, so that the first convolution picks the channels-last kernel.
+            x = x.to(memory_format=torch.channels_last)
         outputs = self.encode(x)
         skip = outputs[SKIP_BLOCK - 1]
         deep = F.interpolate(outputs[DEEP_BLOCK - 1], size=skip.shape[-2:], mode="bilinear", align_corners=False)
