@@ -39,6 +39,10 @@ class ExperimentConfig(BaseModel):
     #: Field values of each named profile (fields not named take their defaults).
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {name: {} for name in PROFILE_NAMES}
 
+    #: Fields added after results were committed: left out of :meth:`to_dict` (and so of the
+    #: run key) while they are None, so that adding one kept the keys of the existing results.
+    LATE_FIELDS: ClassVar[tuple[str, ...]] = ("test_folds",)
+
     profile: str
     seed: int = 0
 
@@ -77,7 +81,11 @@ class ExperimentConfig(BaseModel):
             raise ConfigError(f"{cls.EXPERIMENT}: invalid parameter(s): {problems}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"experiment": self.EXPERIMENT, **self.model_dump(mode="json")}
+        values = self.model_dump(mode="json")
+        for name in self.LATE_FIELDS:
+            if name in values and values[name] is None:
+                del values[name]
+        return {"experiment": self.EXPERIMENT, **values}
 
     def digest(self) -> str:
         """SHA-256 of the config's canonical JSON."""

@@ -16,12 +16,40 @@ import pandas as pd
 from pydantic import AfterValidator
 from tqdm.auto import tqdm
 
+from pydantic import model_validator
+
+from ..config import ExperimentConfig
 from ..data import load_samples
 from ..data.folds import ensure_folds
 from ..results import Run, RunResult
 
 #: ``train_fold(cfg, table, folds, fold, current, *, progress)``: the test fold's samples table.
 TrainFold = Callable[..., pd.DataFrame]
+
+
+class CrossValidatedConfig(ExperimentConfig):
+    """A grid cell tested by k-fold cross-validation (:func:`cross_validate`).
+
+    Subclasses define ``dataset``, ``n_folds`` and ``folds_seed``. ``test_folds`` (default
+    None: all) runs only some of the folds as test folds, each still trained on all the
+    others: a cheaper run for a check (the performance chapter's budget comparisons), never
+    a replacement for the full cell.
+    """
+
+    test_folds: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _test_folds(self):
+        folds = self.test_folds
+        if folds is not None and (
+            not folds or len(set(folds)) != len(folds) or not all(0 <= f < self.n_folds for f in folds)
+        ):
+            raise ValueError(f"test_folds must be distinct fold numbers in 0..{self.n_folds - 1}, got {folds}")
+        return self
+
+    def fold_numbers(self) -> list[int]:
+        """The test folds this config runs (all by default)."""
+        return list(self.test_folds) if self.test_folds is not None else list(range(self.n_folds))
 
 
 def device() -> str:
@@ -142,14 +170,23 @@ def fold_metrics(samples: pd.DataFrame, metrics: Callable[[pd.DataFrame], dict])
     return {**metrics(samples), "per_fold": {str(f): metrics(g) for f, g in samples.groupby("fold")}}
 
 
-def _pretrained(current: Run, n_folds: int) -> str | list[str]:
+def _pretrained(current: Run, fold_numbers: list[int]) -> str | list[str]:
     """What the folds' networks started from (the folds' ``pretrained`` artifact), once if all agree."""
     found = set()
-    for fold in range(n_folds):
+    for fold in fold_numbers:
         with np.load(current.path / "artifacts" / f"fold{fold}.npz") as data:
             found.add(str(data["pretrained"]))
     names = sorted(found)
     return names[0] if len(names) == 1 else names
+
+
+def cached_result(cfg) -> RunResult | None:
+    """The finished run of a cross-validated cell if it is in the results cache, else None
+    (nothing is trained)."""
+    table = load_samples(cfg.dataset)
+    manifest = ensure_folds(cfg.dataset, table, n_folds=cfg.n_folds, seed=cfg.folds_seed)
+    current = Run(cfg, {cfg.dataset: manifest})
+    return current.load() if current.complete else None
 
 
 def cross_validate(
@@ -196,11 +233,12 @@ def cross_validate(
     if current.complete:
         return current.load()
     folds = manifest.folds_of(table)
-    for fold in tqdm(range(cfg.n_folds), desc=desc, disable=not progress):
+    fold_numbers = cfg.fold_numbers() if hasattr(cfg, "fold_numbers") else list(range(cfg.n_folds))
+    for fold in tqdm(fold_numbers, desc=desc, disable=not progress):
         if not current.has_part(f"fold{fold}"):
             current.save_part(f"fold{fold}", train_fold(cfg, table, folds, fold, current, progress=progress))
     samples = current.load_parts()
     extra = {"device_used": device()}
     if record_pretrained:
-        extra["pretrained"] = _pretrained(current, cfg.n_folds)
+        extra["pretrained"] = _pretrained(current, fold_numbers)
     return current.finish(samples, metrics(samples), extra=extra)

@@ -69,7 +69,7 @@ from ..data.summary import areas_at_size
 from ..metrics import image_metrics, tpr_tnr_acc
 from ..results import Run, RunResult
 from ..seeding import seed_everything
-from .common import all_of, cross_validate, fold_metrics, one_of
+from .common import CrossValidatedConfig, all_of, cross_validate, fold_metrics, one_of
 from .common import device as _device
 
 METHODS = ("dr", "resnet50")
@@ -93,7 +93,7 @@ _REAL = {"dataset": "magnetictile", "n_folds": 5, "input_size": [224, 224], "lr"
          "weight_decay": 1e-4, "blocks_per_class": 16}
 
 
-class Rec004Config(ExperimentConfig):
+class Rec004Config(CrossValidatedConfig):
     """One cell of seed 004's recognition grid: a dataset, a method, augmentation on or off."""
 
     EXPERIMENT: ClassVar[str] = "rec004"
@@ -184,10 +184,14 @@ def _metrics(samples: pd.DataFrame, threshold: float) -> dict:
     return image_metrics(samples["label"].to_numpy(), samples["score"].to_numpy(), threshold=threshold)
 
 
+def cell_metrics(cfg: Rec004Config, samples: pd.DataFrame) -> dict:
+    """A cell's metrics from its test samples (all folds together, and per fold)."""
+    return fold_metrics(samples, partial(_metrics, threshold=cfg.threshold))
+
+
 def run(cfg: Rec004Config, *, progress: bool = True) -> RunResult:
     """Train and test one grid cell over all folds (or read it from the results cache)."""
-    metrics = partial(_metrics, threshold=cfg.threshold)
-    return cross_validate(cfg, _train_fold, lambda samples: fold_metrics(samples, metrics),
+    return cross_validate(cfg, _train_fold, partial(cell_metrics, cfg),
                           desc=f"{cfg.dataset} {cfg.method} aug={'on' if cfg.augment else 'off'}",
                           progress=progress, record_pretrained=True)
 

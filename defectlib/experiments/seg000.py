@@ -26,6 +26,8 @@ Deviations from the paper, and choices it leaves open (also stated in the book):
 
 from __future__ import annotations
 
+from functools import partial
+
 from typing import ClassVar
 
 import numpy as np
@@ -40,7 +42,7 @@ from ..data.masks import check_kernel
 from ..metrics import image_metrics
 from ..results import Run, RunResult
 from ..seeding import seed_everything
-from .common import cross_validate, fold_metrics, one_of
+from .common import CrossValidatedConfig, cross_validate, fold_metrics, one_of
 from .common import device as _device
 
 MODELS = ("proposed", "deeplabv3plus", "unet")
@@ -55,7 +57,7 @@ _DatasetName = one_of(DATASETS, "dataset")
 CPU_LEARNING_RATES = {"proposed": 1e-2, "deeplabv3plus": 1e-3, "unet": 1e-2}
 
 
-class Seg000Config(ExperimentConfig):
+class Seg000Config(CrossValidatedConfig):
     """One cell of seed 000's grid: a model at one annotation dilation, over all folds."""
 
     EXPERIMENT: ClassVar[str] = "seg000"
@@ -197,9 +199,14 @@ def _metrics(samples: pd.DataFrame, threshold: float) -> dict:
     return metrics
 
 
+def cell_metrics(cfg: Seg000Config, samples: pd.DataFrame) -> dict:
+    """A cell's metrics from its test samples (all folds together, and per fold)."""
+    return _metrics(samples, cfg.threshold)
+
+
 def run(cfg: Seg000Config, *, progress: bool = True) -> RunResult:
     """Train and test one grid cell over all folds (or read it from the results cache)."""
-    return cross_validate(cfg, _train_fold, lambda samples: _metrics(samples, cfg.threshold),
+    return cross_validate(cfg, _train_fold, partial(cell_metrics, cfg),
                           desc=f"{cfg.model} k={cfg.dilation}", progress=progress)
 
 

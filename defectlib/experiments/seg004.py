@@ -50,6 +50,8 @@ Choices the paper leaves open, and deviations (also stated in the book):
 
 from __future__ import annotations
 
+from functools import partial
+
 import math
 import time
 from typing import ClassVar
@@ -64,7 +66,7 @@ from ..data.dataset import SurfaceDataset
 from ..metrics import counts_to_prf
 from ..results import Run, RunResult
 from ..seeding import seed_everything
-from .common import all_of, cross_validate, fold_metrics, one_of
+from .common import CrossValidatedConfig, all_of, cross_validate, fold_metrics, one_of
 from .common import device as _device
 
 MODELS = ("deeplabv3plus", "improved")
@@ -101,7 +103,7 @@ _VariantNames = all_of(ABLATION, "ablation variants", allow_empty=True)
 _REAL = {"n_folds": 5, "input_size": "per-dataset", "lr": 1e-3, "weight_decay": 1e-4}
 
 
-class Seg004Config(ExperimentConfig):
+class Seg004Config(CrossValidatedConfig):
     """One cell of seed 004's segmentation grid: a dataset and a network, over all folds."""
 
     EXPERIMENT: ClassVar[str] = "seg004"
@@ -325,9 +327,14 @@ def _metrics(samples: pd.DataFrame) -> dict:
     return metrics
 
 
+def cell_metrics(cfg: Seg004Config, samples: pd.DataFrame) -> dict:
+    """A cell's metrics from its test samples (all folds together, and per fold)."""
+    return _metrics(samples)
+
+
 def run(cfg: Seg004Config, *, progress: bool = True) -> RunResult:
     """Train and test one cell over all folds (or read it from the results cache)."""
-    return cross_validate(cfg, _train_fold, _metrics, desc=f"{cfg.dataset} {cfg.variant}", progress=progress,
+    return cross_validate(cfg, _train_fold, partial(cell_metrics, cfg), desc=f"{cfg.dataset} {cfg.variant}", progress=progress,
                           record_pretrained=True)
 
 

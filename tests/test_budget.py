@@ -1,0 +1,62 @@
+"""The budget checks (what the cpu profile's cuts cost) and ``test_folds``, on synthetic data."""
+
+from __future__ import annotations
+
+import pytest
+
+from defectlib.errors import ConfigError
+from defectlib.experiments import budget, seg000
+from defectlib.experiments.budget import CPU_CHECKS, BudgetCheck, checks_for, budget_table, recorded_times, run_checks
+from defectlib.experiments.seg000 import Seg000Config
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("DEFECTLIB_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def test_test_folds_is_left_out_of_the_run_key_until_set():
+    cfg = Seg000Config.from_profile("cpu", model="proposed", dilation=0)
+    assert "test_folds" not in cfg.to_dict() and cfg.fold_numbers() == [0, 1, 2]
+    one = Seg000Config.from_profile("cpu", model="proposed", dilation=0, test_folds=[1])
+    assert one.to_dict()["test_folds"] == [1] and one.fold_numbers() == [1]
+    assert one.digest() != cfg.digest()
+
+
+@pytest.mark.parametrize("bad", [[3], [], [0, 0], [-1]])
+def test_test_folds_must_name_distinct_existing_folds(bad):
+    with pytest.raises(ConfigError, match="test_folds"):
+        Seg000Config.from_profile("cpu", model="proposed", dilation=0, test_folds=bad)
+
+
+def test_the_cpu_checks_restore_budget_on_cells_of_the_grids():
+    assert checks_for("cpu") == CPU_CHECKS and checks_for("paper") == () and checks_for("smoke")
+    assert {c.experiment for c in CPU_CHECKS} == set(budget.EXPERIMENTS)
+    for check in CPU_CHECKS:
+        base, restored = check.configs("cpu", fold=0)
+        assert base.test_folds is None and restored.test_folds == [0]
+        changed = {k for k, v in restored.to_dict().items() if base.to_dict().get(k) != v}
+        assert changed == set(check.restore) | {"test_folds"}, check.label
+        assert base.digest() in {c.digest() for c in budget.EXPERIMENTS[check.experiment][0].grid_configs("cpu")}
+
+
+def test_run_checks_compares_one_fold_of_the_cell_with_the_restored_run(isolated):
+    check = BudgetCheck("more steps", "seg000", {"model": "proposed", "dilation": 0},
+                        {"seg_steps": 40, "clf_steps": 30}, ("ap", "f1"))
+    rows = run_checks("smoke", [check], fold=1, progress=False)
+    assert list(rows["budget"]) == ["profile", "restored"] and set(rows["fold"]) == {1}
+    assert rows["setting"].iloc[0] != rows["setting"].iloc[1]
+    # the profile's row is the full cell's fold 1, recomputed from its samples
+    full = seg000.run(Seg000Config.from_profile("smoke", model="proposed", dilation=0), progress=False)
+    assert rows["ap"].iloc[0] == pytest.approx(full.metrics["per_fold"]["1"]["ap"])
+    # the restored run trained and tested fold 1 only
+    restored = seg000.run(check.configs("smoke", fold=1)[1], progress=False)
+    assert set(restored.samples["fold"]) == {1}
+    table = budget_table(rows)
+    assert set(table.index.get_level_values("metric")) >= {"ap", "f1", "wall_min"}
+    assert table["change"].tolist() == pytest.approx((table["restored"] - table["profile"]).tolist())
+    times = recorded_times("smoke", [check], fold=1)
+    assert times.loc[times["grid"] == "budget checks", "finished"].all()
+    assert times["finished"].sum() == 2  # the check, and the one grid cell it compared with
