@@ -62,14 +62,6 @@ def test_a_failing_cell_fails_with_the_notebook_named(tmp_path):
         execute_notebooks(tmp_path, [Path("nb.ipynb")], parameters={"profile": "smoke"}, progress=False)
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """Results and cache in a temporary folder, so the smoke run never touches the repo."""
-    monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("DEFECTLIB_CACHE", str(tmp_path / "cache"))
-    return tmp_path
-
-
 @pytest.mark.slow
 def test_an_unknown_parameter_stops_the_data_notebook(isolated):
     import papermill as pm

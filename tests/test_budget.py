@@ -10,13 +10,6 @@ from defectlib.experiments.budget import CPU_CHECKS, BudgetCheck, checks_for, bu
 from defectlib.experiments.seg000 import Seg000Config
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("DEFECTLIB_CACHE", str(tmp_path / "cache"))
-    return tmp_path
-
-
 def test_test_folds_is_left_out_of_the_run_key_until_set():
     cfg = Seg000Config.from_profile("cpu", model="proposed", dilation=0)
     assert "test_folds" not in cfg.to_dict() and cfg.fold_numbers() == [0, 1, 2]

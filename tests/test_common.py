@@ -17,13 +17,6 @@ from defectlib.experiments.seg000 import Seg000Config
 from helpers import interrupt_fold_once
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("DEFECTLIB_CACHE", str(tmp_path / "cache"))
-    return tmp_path
-
-
 class Cell(BaseModel):
     model: one_of(("unet", "fcn"), "model") = "unet"
     models: all_of(("unet", "fcn"), "models") = ["unet"]

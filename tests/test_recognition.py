@@ -32,13 +32,6 @@ from defectlib.training.recognition import recognition_loss
 from helpers import interrupt_fold_once
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("DEFECTLIB_CACHE", str(tmp_path / "cache"))
-    return tmp_path
-
-
 class TinyBlocks(nn.Module):
     """A stand-in for DR: one stride-32 convolution, (N, 2, H/32, W/32)."""
 

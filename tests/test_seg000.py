@@ -18,13 +18,6 @@ from defectlib.training import train_classifier, train_segmentation
 from helpers import interrupt_fold_once
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("DEFECTLIB_CACHE", str(tmp_path / "cache"))
-    return tmp_path
-
-
 def test_profiles_follow_the_paper_where_they_should():
     paper = Seg000Config.from_profile("paper")
     assert paper.input_size == [1408, 512] and paper.lr_seg == 0.01 and paper.batch_size == 1

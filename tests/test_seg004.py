@@ -25,13 +25,6 @@ from defectlib.training.seg004 import (
 from helpers import interrupt_fold_once
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("DEFECTLIB_CACHE", str(tmp_path / "cache"))
-    return tmp_path
-
-
 @pytest.fixture(scope="module")
 def improved():
     torch.manual_seed(0)
