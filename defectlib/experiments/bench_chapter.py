@@ -67,6 +67,28 @@ def run(cfg: BenchConfig, *, progress: bool = True) -> RunResult:
     return current.finish(rows, metrics)
 
 
+class PerformanceConfig(ExperimentConfig):
+    """The performance chapter's parameters: the benchmark's (:class:`BenchConfig`) and the
+    budget checks' (:mod:`defectlib.experiments.budget`)."""
+
+    EXPERIMENT: ClassVar[str] = "performance"
+    PROFILES: ClassVar[dict] = {"smoke": {}, "cpu": {}, "paper": {}}
+
+    models: list[str] | None = None
+    sizes: list[list[int]] | None = None
+    repeats: int | None = None
+    channels_last: bool | None = None
+    #: The test fold the budget checks train and compare on.
+    budget_fold: int = Field(default=0, ge=0)
+    #: Train the budget checks (False: the chapter skips them and says so).
+    budget_checks: bool = True
+
+    def bench(self) -> BenchConfig:
+        """The benchmark's config (None = the bench profile's value)."""
+        return BenchConfig.from_profile(self.profile, seed=self.seed, models=self.models, sizes=self.sizes,
+                                        repeats=self.repeats, channels_last=self.channels_last)
+
+
 def bench_table(result: RunResult) -> pd.DataFrame:
     """The measurements as the book shows them (one row per model and input)."""
     t = result.samples
