@@ -41,7 +41,7 @@ class ExperimentConfig(BaseModel):
 
     #: Fields added after results were committed: left out of :meth:`to_dict` (and so of the
     #: run key) while they are None, so that adding one kept the keys of the existing results.
-    LATE_FIELDS: ClassVar[tuple[str, ...]] = ("test_folds",)
+    LATE_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     profile: str
     seed: int = 0

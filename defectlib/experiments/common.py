@@ -9,14 +9,12 @@ train and test every fold not yet saved, then finish the run (or read a finished
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from pydantic import AfterValidator
+from pydantic import AfterValidator, model_validator
 from tqdm.auto import tqdm
-
-from pydantic import model_validator
 
 from ..config import ExperimentConfig
 from ..data import load_samples
@@ -35,6 +33,8 @@ class CrossValidatedConfig(ExperimentConfig):
     others: a cheaper run for a check (the performance chapter's budget comparisons), never
     a replacement for the full cell.
     """
+
+    LATE_FIELDS: ClassVar[tuple[str, ...]] = ("test_folds",)
 
     test_folds: list[int] | None = None
 
@@ -180,12 +180,17 @@ def _pretrained(current: Run, fold_numbers: list[int]) -> str | list[str]:
     return names[0] if len(names) == 1 else names
 
 
+def _cell_run(cfg) -> tuple[pd.DataFrame, Any, Run]:
+    """A cell's samples table, folds manifest (made on first use) and run folder."""
+    table = load_samples(cfg.dataset)
+    manifest = ensure_folds(cfg.dataset, table, n_folds=cfg.n_folds, seed=cfg.folds_seed)
+    return table, manifest, Run(cfg, {cfg.dataset: manifest})
+
+
 def cached_result(cfg) -> RunResult | None:
     """The finished run of a cross-validated cell if it is in the results cache, else None
     (nothing is trained)."""
-    table = load_samples(cfg.dataset)
-    manifest = ensure_folds(cfg.dataset, table, n_folds=cfg.n_folds, seed=cfg.folds_seed)
-    current = Run(cfg, {cfg.dataset: manifest})
+    current = _cell_run(cfg)[2]
     return current.load() if current.complete else None
 
 
@@ -227,9 +232,7 @@ def cross_validate(
     RunResult
         The finished run; its provenance also holds ``device_used``.
     """
-    table = load_samples(cfg.dataset)
-    manifest = ensure_folds(cfg.dataset, table, n_folds=cfg.n_folds, seed=cfg.folds_seed)
-    current = Run(cfg, {cfg.dataset: manifest})
+    table, manifest, current = _cell_run(cfg)
     if current.complete:
         return current.load()
     folds = manifest.folds_of(table)
