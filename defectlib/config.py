@@ -39,9 +39,10 @@ class ExperimentConfig(BaseModel):
     #: Field values of each named profile (fields not named take their defaults).
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {name: {} for name in PROFILE_NAMES}
 
-    #: Fields added after results were committed: left out of :meth:`to_dict` (and so of the
-    #: run key) while they are None, so that adding one kept the keys of the existing results.
-    LATE_FIELDS: ClassVar[tuple[str, ...]] = ()
+    #: Fields added after results were committed, each with the value it stands at in those
+    #: results: left out of :meth:`to_dict` (and so of the run key) while they hold that value,
+    #: so that adding one kept the keys of the existing results.
+    LATE_FIELDS: ClassVar[dict[str, Any]] = {}
 
     profile: str
     seed: int = 0
@@ -82,8 +83,8 @@ class ExperimentConfig(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         values = self.model_dump(mode="json")
-        for name in self.LATE_FIELDS:
-            if name in values and values[name] is None:
+        for name, old in self.LATE_FIELDS.items():
+            if name in values and values[name] == old:
                 del values[name]
         return {"experiment": self.EXPERIMENT, **values}
 

@@ -34,7 +34,7 @@ class CrossValidatedConfig(ExperimentConfig):
     a replacement for the full cell.
     """
 
-    LATE_FIELDS: ClassVar[tuple[str, ...]] = ("test_folds",)
+    LATE_FIELDS: ClassVar[dict] = {"test_folds": None}
 
     test_folds: list[int] | None = None
 

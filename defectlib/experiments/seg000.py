@@ -55,17 +55,23 @@ _DatasetName = one_of(DATASETS, "dataset")
 #: Learning rate (both stages) per network in the ``cpu`` profile, chosen on the training
 #: folds only (module docstring; the book's design-checks table shows the evidence).
 CPU_LEARNING_RATES = {"proposed": 1e-2, "deeplabv3plus": 1e-3, "unet": 1e-2}
+#: bfloat16 autocast per network in the ``cpu`` profile: on where it makes training faster
+#: on the study's CPU (``defectlib bench --amp`` at 352×128: DeepLabv3+ 0.27 → 0.19 s a step,
+#: U-Net 0.16 → 0.10 s), off where it makes it slower (the proposed network: 0.042 → 0.075 s,
+#: bfloat16 depthwise convolutions are slow here).
+CPU_AMP = {"proposed": False, "deeplabv3plus": True, "unet": True}
 
 
 class Seg000Config(CrossValidatedConfig):
     """One cell of seed 000's grid: a model at one annotation dilation, over all folds."""
 
     EXPERIMENT: ClassVar[str] = "seg000"
+    LATE_FIELDS: ClassVar[dict] = {**CrossValidatedConfig.LATE_FIELDS, "amp": False}
     PROFILES: ClassVar[dict] = {
         "smoke": {"dataset": "synthetic", "n_folds": 3, "input_size": [64, 32], "seg_steps": 30,
                   "clf_steps": 20, "lr_seg": 1e-3, "lr_clf": 1e-3, "gallery_scale": 1},
         "cpu": {**_KOLEKTOR, "input_size": [352, 128], "seg_steps": 600, "clf_steps": 300,
-                "lr_seg": "per-model", "lr_clf": "per-model", "gallery_scale": 2},
+                "lr_seg": "per-model", "lr_clf": "per-model", "amp": "per-model", "gallery_scale": 2},
         "paper": {**_KOLEKTOR, "input_size": [1408, 512], "seg_epochs": 50, "clf_epochs": 25,
                   "lr_seg": 1e-2, "lr_clf": 1e-2, "gallery_scale": 8},
     }
@@ -88,6 +94,8 @@ class Seg000Config(CrossValidatedConfig):
     lr_seg: float
     lr_clf: float
     batch_size: int = Field(default=1, ge=1)
+    #: Mixed precision: forward passes under bfloat16 autocast (weights and losses float32).
+    amp: bool = False
     threshold: float = 0.9
     #: Gallery images are stored at the input size divided by this.
     gallery_scale: int = Field(default=2, ge=1)
@@ -97,13 +105,14 @@ class Seg000Config(CrossValidatedConfig):
 
     @model_validator(mode="before")
     @classmethod
-    def _per_model_lr(cls, data):
-        # "per-model" (the cpu profile): the network's rate in CPU_LEARNING_RATES.
+    def _per_model(cls, data):
+        # "per-model" (the cpu profile): the network's value in CPU_LEARNING_RATES / CPU_AMP.
         if isinstance(data, dict):
             model = data.get("model", "proposed")
-            for key in ("lr_seg", "lr_clf"):
+            for key, table, fallback in (("lr_seg", CPU_LEARNING_RATES, 1e-2),
+                                         ("lr_clf", CPU_LEARNING_RATES, 1e-2), ("amp", CPU_AMP, False)):
                 if data.get(key) == "per-model":
-                    data = {**data, key: CPU_LEARNING_RATES.get(model, 1e-2)}
+                    data = {**data, key: table.get(model, fallback)}
         return data
 
     @field_validator("dilation")
@@ -153,14 +162,16 @@ def _train_fold(
 
     segnet = build_segnet(cfg.model).to(device)
     classifier = DefectClassifier(in_channels=segnet.feature_channels + 1).to(device)
-    common = dict(batch_size=cfg.batch_size, seed=cfg.seed, device=device, num_workers=cfg.num_workers, progress=progress)
+    common = dict(batch_size=cfg.batch_size, seed=cfg.seed, device=device, num_workers=cfg.num_workers,
+                  amp=cfg.amp, progress=progress)
     seg_losses = train_segmentation(
         segnet, train_set, steps=cfg.steps(cfg.seg_epochs, cfg.seg_steps, n_negative), lr=cfg.lr_seg, **common
     )
     clf_losses = train_classifier(
         segnet, classifier, train_set, steps=cfg.steps(cfg.clf_epochs, cfg.clf_steps, n_negative), lr=cfg.lr_clf, **common
     )
-    scores, maps = predict(segnet, classifier, test_set, device=device, keep_maps=True, progress=progress)
+    scores, maps = predict(segnet, classifier, test_set, device=device, keep_maps=True, amp=cfg.amp,
+                           progress=progress)
 
     part = test_table[["sample_id", "label", "defect_area"]].reset_index(drop=True)
     part.insert(1, "fold", fold)
