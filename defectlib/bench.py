@@ -19,15 +19,17 @@ are independent) and writes one JSON file atomically. ``defectlib bench`` is its
 The models are the registry :data:`BENCH_MODELS`: a name maps to a function building the
 module and its training loss for one input, so a new experiment adds its models here.
 
-Speed levers, off by default unless the model turns one on itself; every row records which
-were in effect:
+Speed levers, off by default unless the model or the study turns one on itself; every row
+records which were in effect:
 
 * ``channels_last``: model and input in the channels-last memory format (training and
   inference). ``None`` (the default) leaves each model in its own layout: the proposed
   network is channels-last (:class:`~defectlib.models.lightweight.LightweightSegNet`), the
   baselines channels-first; True / False force one layout on every model;
-* ``fuse_bn``: inference on :func:`~defectlib.models.fuse.inference_model`'s copy, BatchNorm
-  folded into the convolutions (training is unaffected: it needs the BatchNorms);
+* ``fuse_bn`` (default on, as the study predicts): inference on
+  :func:`~defectlib.models.fuse.inference_model`'s copy, BatchNorm folded into the convolutions
+  and parameters channels-last, the copy every prediction function of :mod:`defectlib.training`
+  runs on (training is unaffected: it needs the BatchNorms); off measures the module as it is;
 * ``compile``: ``torch.compile`` of the inference module and of the training loss (forward and
   loss; the backward is compiled by AOTAutograd, the optimizer step is not). The first call of
   each is timed on its own (``compile_inference_s``, ``compile_train_s``: compilation plus one
@@ -119,21 +121,68 @@ def _seg000(name: str):
     return build
 
 
+def _recognition(method: str):
+    def build():
+        from .models.recognition import RECOGNITION_MODELS
+        from .training.recognition import recognition_loss
+
+        model = RECOGNITION_MODELS[method](find_weights=False)
+
+        def loss_fn(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+            # One defective image whose every block is defective: DR's loss over the selected
+            # blocks (the classifier's over the image), as in a training step.
+            batch = {"label": torch.ones(len(x), dtype=torch.long, device=x.device),
+                     "mask": torch.ones(len(x), 1, *x.shape[-2:], device=x.device)}
+            return recognition_loss(module(x), batch, method=method, blocks_per_class=16)
+
+        return model, loss_fn
+
+    return build
+
+
+def _seg004(name: str):
+    def build():
+        from .models.seg004 import build_seg004
+        from .training.seg004 import crop_loss
+
+        model = build_seg004(name, find_weights=False)
+        local = name == "improved"  # the improved net trains on a centred crop of half each side
+
+        def loss_fn(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+            h, w = x.shape[-2:]
+            boxes = [(h // 4, w // 4, h // 2, w // 2)] * len(x) if local else None
+            return crop_loss(module, x, torch.zeros(len(x), 1, h, w, device=x.device), boxes)
+
+        return model, loss_fn
+
+    return build
+
+
 BENCH_MODELS: dict[str, BenchModel] = {
     "proposed": BenchModel(_seg000("proposed"), 1, "seg000", "proposed segmentation net + classifier"),
     "deeplabv3plus": BenchModel(_seg000("deeplabv3plus"), 1, "seg000", "DeepLabv3+ (ResNet-50) at 1/8 + classifier"),
     "unet": BenchModel(_seg000("unet"), 1, "seg000", "U-Net (ResNet-34) at 1/8 + classifier"),
+    "dr": BenchModel(_recognition("dr"), 1, "rec004", "DR: fully convolutional ResNet-50 block detector"),
+    "resnet50": BenchModel(_recognition("resnet50"), 1, "rec004", "ResNet-50 image classifier"),
+    "seg004-deeplabv3plus": BenchModel(_seg004("deeplabv3plus"), 1, "seg004",
+                                       "DeepLabv3+ (ResNet-50, full resolution), seed 004"),
+    "seg004-improved": BenchModel(_seg004("improved"), 1, "seg004",
+                                  "improved DeepLabv3+ (local branch, no ASPP), seed 004"),
 }
 
 
 def default_sizes() -> dict[str, list[tuple[int, int]]]:
-    """Input sizes per experiment: every profile's (except smoke), plus seed 000 at 704×256
-    (the issue's training-step target)."""
+    """Input sizes per experiment: every profile's (except smoke; seed 004's segmentation has
+    one per dataset), plus seed 000 at 704×256 (the issue's training-step target)."""
+    from .experiments.rec004 import Rec004Config
     from .experiments.seg000 import Seg000Config
+    from .experiments.seg004 import INPUT_SIZES
 
-    seg000 = {tuple(p["input_size"]) for k, p in Seg000Config.PROFILES.items() if k != "smoke"}
-    seg000.add((704, 256))
-    return {"seg000": sorted(seg000)}
+    real = [k for k in Seg000Config.PROFILES if k != "smoke"]
+    seg000 = {tuple(Seg000Config.PROFILES[k]["input_size"]) for k in real} | {(704, 256)}
+    rec004 = {tuple(Rec004Config.PROFILES[k]["input_size"]) for k in real}
+    seg004 = {tuple(size) for k in real for d, size in INPUT_SIZES[k].items() if d != "synthetic"}
+    return {"seg000": sorted(seg000), "rec004": sorted(rec004), "seg004": sorted(seg004)}
 
 
 def _sync(device: str) -> None:
@@ -214,7 +263,7 @@ def bench_model(
     infer_repeats: int = 10,
     warmup: int = 2,
     channels_last: bool | None = None,
-    fuse_bn: bool = False,
+    fuse_bn: bool = True,
     compile: bool = False,
     freezing: bool = False,
     threads: int | None = None,

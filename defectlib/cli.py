@@ -102,7 +102,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.size:
         sizes = {BENCH_MODELS[m].experiment: list(args.size) for m in (args.models or BENCH_MODELS)}
     device = args.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
-    levers = {"fuse_bn": args.fuse_bn, "compile": args.compile, "freezing": args.freezing, "amp": args.amp}
+    fuse_bn = args.fuse_bn != "off"
+    levers = {"fuse_bn": fuse_bn, "compile": args.compile, "freezing": args.freezing, "amp": args.amp}
     if args.bottleneck_inplace is not None:
         levers["bottleneck_inplace"] = args.bottleneck_inplace == "on"
     if args.per_path_norm is not None:
@@ -110,7 +111,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     channels_last = None if args.channels_last is None else args.channels_last == "on"
     # The default file name says which levers were set, so a lever run never overwrites the baseline.
     layout = {None: None, True: "channels-last", False: "channels-first"}[channels_last]
-    tags = [t for t, on in ((layout, layout), ("fuse-bn", args.fuse_bn),
+    tags = [t for t, on in ((layout, layout), ("unfused-bn", not fuse_bn),
                             ("compile", args.compile), ("freezing", args.freezing), ("bf16", args.amp)) if on]
     if args.threads is not None:
         tags.append(f"threads{args.threads}")
@@ -187,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "channels-first (off); default: each model's own (the proposed net: channels-last)")
     bench.add_argument("--per-path-norm", choices=["on", "off"], default=None,
                        help="the proposed net's bottleneck with one BatchNorm per path (as the paper draws it)")
-    bench.add_argument("--fuse-bn", action="store_true", help="inference with BatchNorm folded into the convolutions")
+    bench.add_argument("--fuse-bn", choices=["on", "off"], default=None,
+                       help="inference with BatchNorm folded into the convolutions, as the study predicts "
+                            "(default: on); off: the module as it is")
     bench.add_argument("--compile", action="store_true",
                        help="torch.compile inference and the training loss (compile time reported apart)")
     bench.add_argument("--freezing", action="store_true", help="with --compile: inductor freezing for inference")

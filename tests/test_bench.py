@@ -43,9 +43,23 @@ def test_unknown_model_is_named():
 
 
 def test_default_sizes_cover_every_profile():
-    sizes = default_sizes()["seg000"]
-    assert (352, 128) in sizes and (1408, 512) in sizes and (704, 256) in sizes
-    assert set(BENCH_MODELS) >= {"proposed", "deeplabv3plus", "unet"}
+    sizes = default_sizes()
+    assert (352, 128) in sizes["seg000"] and (1408, 512) in sizes["seg000"] and (704, 256) in sizes["seg000"]
+    assert sizes["rec004"] == [(224, 224)]
+    assert {(256, 256), (352, 128), (384, 384), (1408, 512)} == set(sizes["seg004"])  # per dataset
+    # every model of the study, each with the sizes of its experiment
+    assert set(BENCH_MODELS) == {"proposed", "deeplabv3plus", "unet", "dr", "resnet50",
+                                 "seg004-deeplabv3plus", "seg004-improved"}
+    assert {m.experiment for m in BENCH_MODELS.values()} == set(sizes)
+
+
+@pytest.mark.parametrize("name", ["dr", "resnet50", "seg004-deeplabv3plus", "seg004-improved"])
+def test_seed_004_models_are_measured_like_the_others(name):
+    row = bench_model(name, (64, 64), train_repeats=1, infer_repeats=1, warmup=0)
+    assert row["experiment"] == BENCH_MODELS[name].experiment and row["fuse_bn"] is True
+    assert row["parameters"] > 20e6 and row["gflops_per_image"] > 0  # ResNet-50 backbones
+    assert row["train_step_s"] > 0 and row["inference_s"] > 0
+    assert row["output_max_abs_diff"] < 1e-3  # folding BatchNorm changes only the rounding
 
 
 def test_run_bench_writes_json_from_child_processes(tmp_path):
@@ -92,14 +106,15 @@ def test_rows_record_the_levers_and_defaults_are_the_models_own(monkeypatch):
     monkeypatch.setattr(MultiKernelBottleneck, "per_path_norm", False)
     row = bench_model("proposed", (64, 32), train_repeats=1, infer_repeats=1, warmup=1)
     assert row["channels_last"] is True  # the proposed network's own layout
-    assert row["fuse_bn"] is False and row["compile"] is False and row["per_path_norm"] is False
+    assert row["fuse_bn"] is True  # the study's inference path (BatchNorm folded)
+    assert row["compile"] is False and row["per_path_norm"] is False
     assert row["freezing"] is False and row["compile_inference_s"] is None and row["compile_train_s"] is None
     assert row["bottleneck_inplace"] is True  # the class default (output-identical)
     levers = bench_model("proposed", (64, 32), train_repeats=1, infer_repeats=1, warmup=1,
-                         channels_last=False, fuse_bn=True, bottleneck_inplace=False, per_path_norm=True)
-    assert levers["channels_last"] is False and levers["fuse_bn"] and levers["bottleneck_inplace"] is False
+                         channels_last=False, fuse_bn=False, bottleneck_inplace=False, per_path_norm=True)
+    assert levers["channels_last"] is False and levers["fuse_bn"] is False and levers["bottleneck_inplace"] is False
     assert levers["per_path_norm"] is True
-    assert levers["output_max_abs_diff"] < 1e-3  # the same function in the other layout, fused
+    assert levers["output_max_abs_diff"] < 1e-3  # the same function in the other layout, unfused
     assert levers["inference_s"] > 0 and levers["train_step_s"] > 0
     # FLOPs and parameters are the (unfused) network's, so rows stay comparable
     assert levers["gflops_per_image"] == row["gflops_per_image"] and levers["parameters"] == row["parameters"]
@@ -115,9 +130,9 @@ def test_bottleneck_inplace_setting_is_restored_by_the_caller(monkeypatch):
 
 def test_run_bench_threads_reach_the_children(tmp_path):
     record = run_bench(None, models=["proposed"], sizes={"seg000": [(64, 32)]}, progress=False, threads=1,
-                       fuse_bn=True, train_repeats=1, infer_repeats=1, warmup=1)
+                       fuse_bn=False, train_repeats=1, infer_repeats=1, warmup=1)
     row = record["rows"][0]
-    assert row["threads"] == 1 and row["fuse_bn"] is True and record["machine"]["torch_threads"] == 1
+    assert row["threads"] == 1 and row["fuse_bn"] is False and record["machine"]["torch_threads"] == 1
 
 
 def test_bad_lever_combinations_are_refused(monkeypatch):
@@ -154,40 +169,44 @@ def test_compiled_bench_reports_compile_time_apart():
 
 def test_cli_bench_names_lever_runs_apart(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / "results"))
-    assert cli.main(["bench", "proposed", "--size", "64x32", "--repeats", "1", "--fuse-bn", "--threads", "1",
+    assert cli.main(["bench", "proposed", "--size", "64x32", "--repeats", "1", "--threads", "1",
                      "--device", "cpu"]) == 0
     text = capsys.readouterr().out
-    assert "levers on: channels_last, fuse_bn" in text  # the proposed net's own layout + the flag
+    assert "levers on: channels_last, fuse_bn" in text  # the proposed net's own layout + the study's fusion
     assert cli.main(["bench", "proposed", "--size", "64x32", "--repeats", "1", "--channels-last", "off",
-                     "--per-path-norm", "on", "--threads", "1", "--device", "cpu"]) == 0
+                     "--fuse-bn", "off", "--per-path-norm", "on", "--threads", "1", "--device", "cpu"]) == 0
     assert "levers on: none" in capsys.readouterr().out
     written = sorted((tmp_path / "results" / "bench").glob("*.json"))
-    assert [p.name for p in written] == ["cpu-channels-first-threads1-per-path-norm-on.json",
-                                         "cpu-fuse-bn-threads1.json"]
+    assert [p.name for p in written] == ["cpu-channels-first-unfused-bn-threads1-per-path-norm-on.json",
+                                         "cpu-threads1.json"]
     assert json.loads(written[1].read_text())["rows"][0]["fuse_bn"] is True
+    assert json.loads(written[0].read_text())["rows"][0]["fuse_bn"] is False
     assert json.loads(written[0].read_text())["rows"][0]["per_path_norm"] is True
 
 
 def test_amp_runs_in_bfloat16_and_reports_its_deviation():
-    plain = bench_model("proposed", (64, 32), train_repeats=1, infer_repeats=1, warmup=1)
+    plain = bench_model("proposed", (64, 32), train_repeats=1, infer_repeats=1, warmup=1, fuse_bn=False)
+    fused = bench_model("proposed", (64, 32), train_repeats=1, infer_repeats=1, warmup=1)
     amp = bench_model("proposed", (64, 32), train_repeats=1, infer_repeats=1, warmup=1, amp=True)
     assert plain["amp"] is False and amp["amp"] is True
     # float32 levers that do not change the arithmetic give the plain output exactly
     assert plain["output_max_abs_diff"] == 0.0
+    # folding BatchNorm changes only the rounding
+    assert 0.0 <= fused["output_max_abs_diff"] < 1e-4
     # bfloat16 keeps ~3 significant digits: a small but non-zero deviation
     assert 0.0 < amp["output_max_abs_diff"] < 0.5
 
 
 def test_levers_chapter_measures_every_lever_set_and_caches(tmp_path, monkeypatch):
-    from defectlib.experiments.bench_chapter import LeversConfig, levers_table, run_levers
+    from defectlib.experiments.bench_chapter import DEFAULT_LEVERS, LeversConfig, levers_table, run_levers
 
     monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / "results"))
     cfg = LeversConfig.from_profile("smoke")
     first = run_levers(cfg, progress=False)
     table = levers_table(first)
-    assert list(table.index) == ["plain", "default + fused BN (inference)"]
+    assert list(table.index) == ["plain", DEFAULT_LEVERS]
     assert (table["inference 64×32 (ms)"] > 0).all() and (table["training step 64×32 (s)"] > 0).all()
-    assert table.loc["default + fused BN (inference)", "output max |Δ| 64×32"] < 1e-3
+    assert table.loc[DEFAULT_LEVERS, "output max |Δ| 64×32"] < 1e-3
     again = run_levers(cfg, progress=False)
     assert again.provenance["finished_utc"] == first.provenance["finished_utc"]
     with pytest.raises(ValueError, match="unknown or no lever sets"):

@@ -53,3 +53,16 @@ def test_run_checks_compares_one_fold_of_the_cell_with_the_restored_run(isolated
     times = recorded_times("smoke", [check], fold=1)
     assert times.loc[times["grid"] == "budget checks", "finished"].all()
     assert times["finished"].sum() == 2  # the check, and the one grid cell it compared with
+
+
+def test_precision_cost_sets_each_bfloat16_cell_beside_its_float32_run(isolated):
+    cell = Seg000Config.from_profile("smoke", model="proposed", dilation=0, amp=True)
+    assert budget.precision_cost("smoke").empty  # the smoke profile trains nothing in bfloat16
+    missing = budget.precision_cost("smoke", cells=[cell])
+    assert list(missing["arithmetic"]) == ["float32", "bfloat16"] and not missing["finished"].any()
+    seg000.run(cell, progress=False)
+    seg000.run(cell.model_copy(update={"amp": False}), progress=False)
+    table = budget.precision_cost("smoke", cells=[cell])
+    assert table["finished"].all() and (table["wall_min"] > 0).all()
+    assert table.set_index("arithmetic").loc["bfloat16", "f1"] == pytest.approx(
+        seg000.run(cell, progress=False).metrics["f1"], nan_ok=True)

@@ -32,6 +32,19 @@ def test_bad_parameters_fail_with_a_clear_message(bad):
         Seg000Config.from_profile("cpu", **bad)
 
 
+def test_cpu_profile_arithmetic_is_per_network_and_float32_keeps_old_run_keys():
+    from defectlib.experiments.seg000 import CPU_AMP
+
+    cells = seg000.grid_configs("cpu")
+    assert {c.model: c.amp for c in cells} == CPU_AMP == {"proposed": False, "deeplabv3plus": True, "unet": True}
+    assert not any(c.amp for c in seg000.grid_configs("paper"))  # the paper profile stays float32
+    # amp=False is left out of the run key (the float32 results kept theirs); amp=True enters it
+    plain = Seg000Config.from_profile("cpu", model="unet", dilation=0, amp=False)
+    assert "amp" not in plain.to_dict()
+    assert Seg000Config.from_profile("cpu", model="unet", dilation=0).to_dict()["amp"] is True
+    assert plain.model_copy(update={"amp": True}).digest() == Seg000Config.from_profile("cpu", model="unet", dilation=0).digest()
+
+
 def test_epochs_define_steps_from_the_defect_free_count():
     cfg = Seg000Config.from_profile("paper")
     assert cfg.steps(cfg.seg_epochs, cfg.seg_steps, n_negative=231) == 50 * 2 * 231

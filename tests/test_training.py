@@ -258,6 +258,40 @@ def test_end_to_end_losses_fall_and_predict(dataset):
     assert not seg.training and not clf.training
 
 
+def test_prediction_runs_on_a_fused_copy_and_leaves_the_models_alone(dataset):
+    seg, clf = _models(0)
+    train_segmentation(seg, dataset, steps=10, lr=1e-2, seed=0, progress=False)
+    train_classifier(seg, clf, dataset, steps=10, lr=1e-2, seed=0, progress=False)
+    before = _params(seg)
+    fused = predict(seg, clf, dataset, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in _params(seg).items())  # BatchNorms still there
+    assert any(isinstance(m, nn.BatchNorm2d) for m in seg.modules())
+    # the same function as the unfused eval-mode networks, to float rounding
+    with torch.inference_mode():
+        for i in range(len(dataset)):
+            features, logits = seg.eval()(dataset[i]["image"][None])
+            expected = torch.sigmoid(clf.eval()(features, logits)).item()
+            assert fused.at[i, "score"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_bfloat16_autocast_trains_and_predicts_close_to_float32(dataset):
+    runs = {}
+    for amp in (False, True):
+        seg, clf = _models(0)
+        seg_losses = train_segmentation(seg, dataset, steps=30, lr=1e-2, seed=0, amp=amp, progress=False)
+        clf_losses = train_classifier(seg, clf, dataset, steps=20, lr=1e-2, seed=0, amp=amp, progress=False)
+        assert all(np.isfinite(seg_losses)) and all(np.isfinite(clf_losses))
+        assert all(p.dtype == torch.float32 for p in [*seg.parameters(), *clf.parameters()])  # weights stay float32
+        runs[amp] = (seg, clf, seg_losses)
+    assert runs[True][2] != runs[False][2]  # bfloat16 arithmetic really ran
+    assert runs[True][2][0] == pytest.approx(runs[False][2][0], rel=0.05)  # the same first step, to bf16 rounding
+    seg, clf, _ = runs[True]
+    low = predict(seg, clf, dataset, amp=True, progress=False)
+    high = predict(seg, clf, dataset, amp=False, progress=False)
+    assert low["score"].between(0, 1).all()
+    assert np.abs(low["score"] - high["score"]).max() < 0.05  # same weights, bfloat16 rounding only
+
+
 def test_same_seed_same_losses(dataset):
     runs = []
     for _ in range(2):

@@ -9,6 +9,11 @@ it with the same test fold of the cell as the profile runs it. One fold is a sma
 KolektorSDD fold holds 17 to 18 defective images), so a difference of a few points is noise;
 the checks show the direction and the rough size of the cost, not a precise figure.
 
+A cut of another kind, bfloat16 autocast for seed 000's DeepLabv3+ and U-Net in the ``cpu``
+profile (:data:`~defectlib.experiments.seg000.CPU_AMP`), is compared on whole cells instead:
+:func:`precision_cost` sets each such cell beside the same cell trained in float32, when that run
+is in the results cache (the study's committed results hold them: the grid ran in float32 first).
+
 The checks run through each experiment's own ``run`` (the same code path, results cache and
 provenance as the grids) and are part of the ``cpu`` profile's time.
 """
@@ -23,7 +28,8 @@ import pandas as pd
 from . import rec004, seg000, seg004
 from .common import cached_result
 
-__all__ = ["BudgetCheck", "BUDGET_CHECKS", "CPU_CHECKS", "EXPERIMENTS", "checks_for", "budget_table", "recorded_times", "run_checks"]
+__all__ = ["BudgetCheck", "BUDGET_CHECKS", "CPU_CHECKS", "EXPERIMENTS", "checks_for", "budget_table", "precision_cost",
+           "recorded_times", "run_checks"]
 
 #: The experiments a check can name, with the config class each one's ``run`` takes.
 EXPERIMENTS: dict[str, tuple[ModuleType, type]] = {
@@ -159,4 +165,28 @@ def recorded_times(profile: str, checks=None, *, fold: int = 0) -> pd.DataFrame:
             "finished": result is not None,
             "commit": result.provenance.get("git", {}).get("commit", "")[:7] if result else "",
         })
+    return pd.DataFrame(rows)
+
+
+def precision_cost(profile: str, *, cells=None, metrics=("f1", "precision", "recall", "ap", "fp", "fn")) -> pd.DataFrame:
+    """Every seed-000 cell that ``profile`` trains under bfloat16 autocast beside the same cell
+    in float32, over all test folds; nothing is trained. ``cells``: these configs instead of the
+    profile's grid (those with ``amp`` on are compared).
+
+    One row per cell and arithmetic: model, dilation, arithmetic ("float32" / "bfloat16"), each
+    metric, wall_min (the whole cell's recorded time), finished (False where the run is not in
+    the results cache), commit (the code version that ran it).
+    """
+    rows = []
+    for cfg in seg000.grid_configs(profile) if cells is None else cells:
+        if not cfg.amp:
+            continue
+        for name, variant in (("float32", cfg.model_copy(update={"amp": False})), ("bfloat16", cfg)):
+            result = cached_result(variant)
+            m = result.metrics if result else {}
+            rows.append({"model": cfg.model, "dilation": cfg.dilation, "arithmetic": name,
+                         **{k: m.get(k, float("nan")) for k in metrics},
+                         "wall_min": result.provenance["wall_time_s"] / 60 if result else float("nan"),
+                         "finished": result is not None,
+                         "commit": result.provenance.get("git", {}).get("commit", "")[:7] if result else ""})
     return pd.DataFrame(rows)

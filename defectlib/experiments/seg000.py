@@ -20,6 +20,12 @@ Deviations from the paper, and choices it leaves open (also stated in the book):
   training folds only (``scripts/seg000_validation_check.py``; fold 1 trains, fold 2
   validates): 0.01 for the proposed network and U-Net, 1e-3 for DeepLabv3+, which trains at
   0.01 without diverging but generalises clearly worse (validation AP 0.84 against 0.93).
+- Arithmetic: the ``paper`` profile trains and tests in float32. The ``cpu`` profile runs
+  DeepLabv3+ and U-Net under bfloat16 autocast (:data:`CPU_AMP`; weights, optimiser and losses
+  stay float32), which makes their training steps 1.4-1.6× faster on the study's CPU, and keeps
+  the proposed network in float32 (bfloat16 makes it slower there). What that costs in
+  accuracy: the performance chapter sets each baseline cell beside its float32 run
+  (:func:`defectlib.experiments.budget.precision_cost`).
 - Folds come from the spine's manifest (``StratifiedGroupKFold`` grouped by ``kosNN``), not
   from the official split files, which do not match the folder numbers of our copy.
 """

@@ -47,6 +47,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
+from ..models.fuse import inference_model
 from ..models.recognition import block_labels, image_scores
 from ..seeding import torch_generator, worker_init_fn
 from .sampler import _as_labels
@@ -279,6 +280,9 @@ def predict_recognition(model: nn.Module, dataset, *, device="cpu", batch_size: 
                         num_workers: int = 0, amp: bool = False, progress: bool = True) -> pd.DataFrame:
     """Score every item of ``dataset`` in order (model in eval mode; ``amp``: bfloat16 autocast).
 
+    The forward passes run on :func:`~defectlib.models.fuse.inference_model`'s copy (BatchNorm
+    folded into the convolutions: the same function to float rounding, faster).
+
     Returns
     -------
     pandas.DataFrame
@@ -287,7 +291,7 @@ def predict_recognition(model: nn.Module, dataset, *, device="cpu", batch_size: 
         (:func:`~defectlib.models.recognition.image_scores`).
     """
     _check_positive("predict_recognition", "batch_size", batch_size)
-    model.to(device).eval()
+    model = inference_model(model.to(device).eval())
     loader = _test_loader(dataset, batch_size=batch_size, num_workers=num_workers)
     rows: list[dict] = []
     with torch.inference_mode():

@@ -39,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
+from ..models.fuse import inference_model
 from ..seeding import torch_generator, worker_init_fn
 from .sampler import _as_labels
 from .two_stage import LOG_EVERY, _check_steps, _labels, _optimise, _run, _test_loader, autocast
@@ -186,7 +187,7 @@ def predict_seg004(model: nn.Module, dataset, *, threshold: float = 0.5, device=
         ``prob_max`` (the map's maximum). With ``keep_maps`` also ``{index: map}``, the
         probability map ``(H, W)`` as float16.
     """
-    model.to(device).eval()
+    model = inference_model(model.to(device).eval())  # BatchNorm folded: same function, faster
     loader = _test_loader(dataset, batch_size=batch_size, num_workers=num_workers)
     rows: list[dict] = []
     maps: dict[int, np.ndarray] = {}
