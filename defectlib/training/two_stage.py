@@ -259,7 +259,7 @@ def predict(segnet: nn.Module, classifier: nn.Module, dataset, *, device="cpu", 
 
     The forward passes run on :func:`~defectlib.models.fuse.inference_model`'s copies of the
     two networks (BatchNorm folded into the convolutions, channels-last: the same function to
-    float rounding; the proposed network's 1408×512 latency drops from about 200 to 130 ms on
+    float rounding; the proposed network's 1408×512 latency drops from about 170 to 105 ms on
     the study's CPU), under bfloat16 :func:`autocast` with ``amp``.
 
     Returns
