@@ -142,6 +142,14 @@ def budget_table(rows: pd.DataFrame) -> pd.DataFrame:
     return wide[["profile", "restored", "change"]]
 
 
+def _recorded(result) -> dict:
+    """What a cached run recorded of itself: wall_min, finished, commit (blanks for None)."""
+    if result is None:
+        return {"wall_min": float("nan"), "finished": False, "commit": ""}
+    return {"wall_min": result.provenance["wall_time_s"] / 60, "finished": True,
+            "commit": result.provenance.get("git", {}).get("commit", "")[:7]}
+
+
 def recorded_times(profile: str, checks=None, *, fold: int = 0) -> pd.DataFrame:
     """The recorded wall time (training + testing) of every cell of the study's grids under
     ``profile``, and of the budget checks; nothing is trained.
@@ -161,9 +169,7 @@ def recorded_times(profile: str, checks=None, *, fold: int = 0) -> pd.DataFrame:
         rows.append({
             "grid": grid,
             "cell": ", ".join(f"{k}={v}" for k, v in words.items()) + ("" if cfg.test_folds is None else f" ({_budget(cfg)})"),
-            "wall_min": result.provenance["wall_time_s"] / 60 if result else float("nan"),
-            "finished": result is not None,
-            "commit": result.provenance.get("git", {}).get("commit", "")[:7] if result else "",
+            **_recorded(result),
         })
     return pd.DataFrame(rows)
 
@@ -186,7 +192,5 @@ def precision_cost(profile: str, *, cells=None, metrics=("f1", "precision", "rec
             m = result.metrics if result else {}
             rows.append({"model": cfg.model, "dilation": cfg.dilation, "arithmetic": name,
                          **{k: m.get(k, float("nan")) for k in metrics},
-                         "wall_min": result.provenance["wall_time_s"] / 60 if result else float("nan"),
-                         "finished": result is not None,
-                         "commit": result.provenance.get("git", {}).get("commit", "")[:7] if result else ""})
+                         **_recorded(result)})
     return pd.DataFrame(rows)
