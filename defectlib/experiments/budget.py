@@ -29,7 +29,7 @@ from . import rec004, seg000, seg004
 from .common import cached_result
 
 __all__ = ["BudgetCheck", "BUDGET_CHECKS", "CPU_CHECKS", "EXPERIMENTS", "checks_for", "budget_table", "precision_cost",
-           "recorded_times", "run_checks"]
+           "recorded", "recorded_times", "run_checks", "study_cells"]
 
 #: The experiments a check can name, with the config class each one's ``run`` takes.
 EXPERIMENTS: dict[str, tuple[ModuleType, type]] = {
@@ -142,7 +142,7 @@ def budget_table(rows: pd.DataFrame) -> pd.DataFrame:
     return wide[["profile", "restored", "change"]]
 
 
-def _recorded(result) -> dict:
+def recorded(result) -> dict:
     """What a cached run recorded of itself: wall_min, finished, commit (blanks for None)."""
     if result is None:
         return {"wall_min": float("nan"), "finished": False, "commit": ""}
@@ -150,28 +150,35 @@ def _recorded(result) -> dict:
             "commit": result.provenance.get("git", {}).get("commit", "")[:7]}
 
 
-def recorded_times(profile: str, checks=None, *, fold: int = 0) -> pd.DataFrame:
-    """The recorded wall time (training + testing) of every cell of the study's grids under
-    ``profile``, and of the budget checks; nothing is trained.
+def study_cells(profile: str, checks=None, *, fold: int = 0) -> list[tuple[str, str, object]]:
+    """Every cell the study trains under ``profile``: ``(grid, cell in words, config)``.
 
-    One row per cell: grid, cell (its config, in words), wall_min, finished (False where the
-    cell is not in the results cache), commit (the code version that ran it).
+    The cells of seed 000's sweep, seed 004's recognition and segmentation grids, and the
+    budget checks (``checks=None``: the profile's, on test fold ``fold``).
     """
     cells = [("seed 000 annotation sweep", cfg) for cfg in seg000.grid_configs(profile)]
     cells += [("seed 004 recognition", cfg) for cfg in rec004.grid_configs(profile)]
     cells += [("seed 004 segmentation", cfg) for cfg in seg004.grid_configs(profile)]
     checks = checks_for(profile) if checks is None else checks
     cells += [("budget checks", check.configs(profile, fold=fold)[1]) for check in checks]
-    rows = []
+    out = []
     for grid, cfg in cells:
-        result = cached_result(cfg)
         words = {k: v for k, v in cfg.to_dict().items() if k in ("dataset", "model", "method", "augment", "dilation")}
-        rows.append({
-            "grid": grid,
-            "cell": ", ".join(f"{k}={v}" for k, v in words.items()) + ("" if cfg.test_folds is None else f" ({_budget(cfg)})"),
-            **_recorded(result),
-        })
-    return pd.DataFrame(rows)
+        label = ", ".join(f"{k}={v}" for k, v in words.items()) + ("" if cfg.test_folds is None else f" ({_budget(cfg)})")
+        out.append((grid, label, cfg))
+    return out
+
+
+def recorded_times(profile: str, checks=None, *, fold: int = 0) -> pd.DataFrame:
+    """The recorded wall time (training + testing) of every cell of the study's grids under
+    ``profile``, and of the budget checks (:func:`study_cells`); nothing is trained.
+
+    One row per cell: grid, cell (its config, in words), wall_min, finished (False where the
+    cell is not in the results cache), commit (the code version that ran it).
+    """
+    memo: dict = {}
+    return pd.DataFrame([{"grid": grid, "cell": label, **recorded(cached_result(cfg, memo=memo))}
+                         for grid, label, cfg in study_cells(profile, checks, fold=fold)])
 
 
 def precision_cost(profile: str, *, cells=None, metrics=("f1", "precision", "recall", "ap", "fp", "fn")) -> pd.DataFrame:
@@ -192,5 +199,5 @@ def precision_cost(profile: str, *, cells=None, metrics=("f1", "precision", "rec
             m = result.metrics if result else {}
             rows.append({"model": cfg.model, "dilation": cfg.dilation, "arithmetic": name,
                          **{k: m.get(k, float("nan")) for k in metrics},
-                         **_recorded(result)})
+                         **recorded(result)})
     return pd.DataFrame(rows)

@@ -180,17 +180,33 @@ def _pretrained(current: Run, fold_numbers: list[int]) -> str | list[str]:
     return names[0] if len(names) == 1 else names
 
 
-def _cell_run(cfg) -> tuple[pd.DataFrame, Any, Run]:
-    """A cell's samples table, folds manifest (made on first use) and run folder."""
+def cell_folds(cfg, memo: dict | None = None) -> tuple[pd.DataFrame, Any]:
+    """A cell's samples table and its dataset's folds manifest (made on first use).
+
+    ``memo``: a dict kept by the caller across cells; cells of the same dataset, number of
+    folds and folds seed then read the dataset once (reading MagneticTile's masks takes
+    seconds).
+    """
+    key = (cfg.dataset, cfg.n_folds, cfg.folds_seed)
+    if memo is not None and key in memo:
+        return memo[key]
     table = load_samples(cfg.dataset)
-    manifest = ensure_folds(cfg.dataset, table, n_folds=cfg.n_folds, seed=cfg.folds_seed)
+    found = table, ensure_folds(cfg.dataset, table, n_folds=cfg.n_folds, seed=cfg.folds_seed)
+    if memo is not None:
+        memo[key] = found
+    return found
+
+
+def _cell_run(cfg, memo: dict | None = None) -> tuple[pd.DataFrame, Any, Run]:
+    """A cell's samples table, folds manifest (made on first use) and run folder."""
+    table, manifest = cell_folds(cfg, memo)
     return table, manifest, Run(cfg, {cfg.dataset: manifest})
 
 
-def cached_result(cfg) -> RunResult | None:
+def cached_result(cfg, *, memo: dict | None = None) -> RunResult | None:
     """The finished run of a cross-validated cell if it is in the results cache, else None
-    (nothing is trained)."""
-    current = _cell_run(cfg)[2]
+    (nothing is trained). ``memo``: as :func:`cell_folds`."""
+    current = _cell_run(cfg, memo)[2]
     return current.load() if current.complete else None
 
 

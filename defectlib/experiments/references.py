@@ -45,3 +45,13 @@ SEED004_SMALL_DEFECTS = {
     "MDPB": {"resnet50": {"tpr": 0.980, "tnr": 0.913, "acc": 0.951},
              "dr": {"tpr": 0.985, "tnr": 0.942, "acc": 0.979}},
 }
+
+#: Peak arithmetic rates of the GPU the issue's target names (FLOP/s, dense: NVIDIA's H100 SXM
+#: datasheet, whose tensor-core figures are "with sparsity", i.e. twice these). A time computed
+#: from them is a floor: no implementation runs faster than its device's peak. The H200 has the
+#: same compute (more and faster memory).
+GPU_PEAKS = {
+    "H100 SXM, bfloat16 tensor cores": 989.4e12,
+    "H100 SXM, TF32 tensor cores": 494.7e12,
+    "H100 SXM, float32 (no tensor cores)": 66.9e12,
+}
