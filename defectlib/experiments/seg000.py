@@ -10,7 +10,9 @@ Deviations from the paper, and choices it leaves open (also stated in the book):
 
 - The paper gives no number of epochs; the ``paper`` profile trains the segmentation network
   for 50 and the classifier for 25 epochs of the alternating sampler (Tabernik et al.'s
-  schedule on the same data); ``cpu`` uses fewer steps at a lower resolution.
+  schedule on the same data); ``cpu`` uses fewer steps at a lower resolution. What the
+  ``paper`` profile asks of the hardware (images, FLOPs, its floor on one GPU):
+  :mod:`defectlib.experiments.cost` and the performance chapter.
 - An epoch of the alternating sampler sees every defect-free training image once and as many
   defective ones (repeated).
 - Each fold is seeded alone (``seed_everything(seed)`` at its start), so a resumed run gives
