@@ -167,6 +167,9 @@ class MultiKernelBottleneck(nn.Module):
     place always, and without autograd also the SE gate and the residual sum. The values (and
     gradients) are bit-for-bit those of the out-of-place formulation, :meth:`_forward_reference`
     (``MultiKernelBottleneck.inplace = False`` selects it, e.g. to benchmark the difference).
+    With autograd on, the saving is smaller than it looks: PyTorch's in-place ReLU6 / h-swish
+    keep a copy of their input for the backward pass (the profiler shows a ``clone`` under
+    ``hardtanh_``), so in training the activation still allocates one ×8-channel tensor.
     """
 
     #: Overwrite intermediates that nothing else reads (output-identical; see the class docstring).
