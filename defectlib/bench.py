@@ -42,7 +42,11 @@ records which were in effect:
 * ``per_path_norm``: :attr:`MultiKernelBottleneck.per_path_norm
   <defectlib.models.lightweight.MultiKernelBottleneck.per_path_norm>` (None: the class default,
   off), one BatchNorm per depthwise path as the paper draws it instead of one over their
-  concatenation (the same function; what the shared one buys).
+  concatenation (the same function; what the shared one buys);
+* ``retain_freed_memory`` (default on, as the study trains): glibc keeps freed memory in the
+  process instead of returning it to the kernel (:mod:`defectlib.allocator`), so a training
+  step does not fault in and zero fresh pages for its activations; off leaves the C library's
+  default. Every measurement runs in a fresh child process, so the two never mix.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import atomic
+from . import allocator, atomic
 from .errors import ConfigError, UnavailableError
 from .models.counting import count_parameters, flops_per_image
 from .training.two_stage import autocast
@@ -270,6 +274,7 @@ def bench_model(
     bottleneck_inplace: bool | None = None,
     amp: bool = False,
     per_path_norm: bool | None = None,
+    retain_freed_memory: bool = True,
 ) -> dict:
     """Measure one model at one input size (in this process). Returns a flat dict of figures.
 
@@ -295,6 +300,11 @@ def bench_model(
         if threads < 1:
             raise ConfigError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
+    if retain_freed_memory:
+        allocator.retain_freed_memory()
+    elif allocator.heap_policy() == "retained":
+        raise ConfigError("this process already retains freed memory (defectlib.allocator) and cannot undo "
+                          "it; measure with retain_freed_memory=False in a fresh process (run_bench does)")
     from .models.lightweight import LightweightSegNet, MultiKernelBottleneck
 
     if bottleneck_inplace is not None:
@@ -387,6 +397,7 @@ def bench_model(
         "compile_train_s": compile_train_s,
         "bottleneck_inplace": MultiKernelBottleneck.inplace,
         "per_path_norm": MultiKernelBottleneck.per_path_norm,
+        "heap": allocator.heap_policy(),
         "device": device,
         "threads": torch.get_num_threads(),
     }
@@ -421,7 +432,7 @@ def run_bench(
     peak, one row per measurement. Returns the record.
 
     ``kwargs`` go to :func:`bench_model` (``fuse_bn``, ``compile``, ``freezing``, ``amp``,
-    ``bottleneck_inplace``, ``per_path_norm``, repeats). With ``threads`` the matmul peak is measured with that
+    ``bottleneck_inplace``, ``per_path_norm``, ``retain_freed_memory``, repeats). With ``threads`` the matmul peak is measured with that
     many threads as well (this process's setting is restored afterwards)."""
     from tqdm.auto import tqdm
 

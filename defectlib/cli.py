@@ -103,7 +103,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sizes = {BENCH_MODELS[m].experiment: list(args.size) for m in (args.models or BENCH_MODELS)}
     device = args.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
     fuse_bn = args.fuse_bn != "off"
-    levers = {"fuse_bn": fuse_bn, "compile": args.compile, "freezing": args.freezing, "amp": args.amp}
+    levers = {"fuse_bn": fuse_bn, "compile": args.compile, "freezing": args.freezing, "amp": args.amp,
+              "retain_freed_memory": args.heap == "retained"}
     if args.bottleneck_inplace is not None:
         levers["bottleneck_inplace"] = args.bottleneck_inplace == "on"
     if args.per_path_norm is not None:
@@ -112,7 +113,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     # The default file name says which levers were set, so a lever run never overwrites the baseline.
     layout = {None: None, True: "channels-last", False: "channels-first"}[channels_last]
     tags = [t for t, on in ((layout, layout), ("unfused-bn", not fuse_bn),
-                            ("compile", args.compile), ("freezing", args.freezing), ("bf16", args.amp)) if on]
+                            ("compile", args.compile), ("freezing", args.freezing), ("bf16", args.amp),
+                            ("system-heap", args.heap == "system")) if on]
     if args.threads is not None:
         tags.append(f"threads{args.threads}")
     if args.bottleneck_inplace is not None:
@@ -199,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's)")
     bench.add_argument("--bottleneck-inplace", choices=["on", "off"],
                        help="the proposed net's in-place bottleneck forward (default: the class default, on)")
+    bench.add_argument("--heap", choices=["retained", "system"], default="retained",
+                       help="retained (default, as the study trains): keep freed memory in the process "
+                            "(defectlib.allocator); system: the C library's default, which returns it")
     bench.add_argument("--out", help="JSON path (default: <results>/bench/<device>[-<levers>].json)")
     bench.set_defaults(func=cmd_bench)
     return parser

@@ -130,9 +130,19 @@ def test_bottleneck_inplace_setting_is_restored_by_the_caller(monkeypatch):
 
 def test_run_bench_threads_reach_the_children(tmp_path):
     record = run_bench(None, models=["proposed"], sizes={"seg000": [(64, 32)]}, progress=False, threads=1,
-                       fuse_bn=False, train_repeats=1, infer_repeats=1, warmup=1)
+                       fuse_bn=False, train_repeats=1, infer_repeats=1, warmup=1, retain_freed_memory=False)
     row = record["rows"][0]
     assert row["threads"] == 1 and row["fuse_bn"] is False and record["machine"]["torch_threads"] == 1
+    assert row["heap"] == "system"  # a fresh child, even if this process retains its freed memory
+
+
+def test_heap_lever_cannot_be_undone_in_one_process(monkeypatch):
+    from defectlib import allocator
+    from defectlib.errors import ConfigError
+
+    monkeypatch.setitem(allocator._state, "policy", "retained")
+    with pytest.raises(ConfigError, match="fresh process"):
+        bench_model("proposed", (64, 32), retain_freed_memory=False)
 
 
 def test_bad_lever_combinations_are_refused(monkeypatch):

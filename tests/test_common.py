@@ -65,6 +65,9 @@ def test_cross_validate_resumes_and_reads_a_finished_cell_back(isolated, monkeyp
     assert result.metrics == {"n": len(result.samples)}
     assert sorted(result.samples["fold"].unique()) == [0, 1, 2] and result.samples["sample_id"].is_unique
     assert result.provenance["device_used"] in ("cpu", "cuda") and result.provenance["pretrained"] == "None"
+    from defectlib.allocator import heap_policy  # every cell trains with freed memory retained (glibc)
+
+    assert result.provenance["heap"] == heap_policy()
     again = cross_validate(cfg, module._train_fold, count, desc="test", progress=False)
     assert again.key == result.key and calls == [0, 1, 1, 2]
 

@@ -8,7 +8,7 @@ Figures depend on the machine: the provenance names it, and the book shows whose
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import pandas as pd
 from pydantic import Field, field_validator
@@ -37,6 +37,9 @@ class BenchConfig(ExperimentConfig):
     #: None: each model in its own layout (the proposed network channels-last); True / False:
     #: force one on every model.
     channels_last: bool | None = None
+    #: What the processes do with freed memory (:mod:`defectlib.allocator`): "retained", as the
+    #: study trains, or "system", the C library's default.
+    heap: Literal["retained", "system"] = "retained"
 
     @field_validator("models")
     @classmethod
@@ -61,7 +64,8 @@ def run(cfg: BenchConfig, *, progress: bool = True) -> RunResult:
     sizes = ({BENCH_MODELS[m].experiment: [tuple(s) for s in cfg.sizes] for m in models}
              if cfg.sizes else default_sizes())
     record = run_bench(None, models=models, sizes=sizes, device=cfg.device, channels_last=cfg.channels_last,
-                       progress=progress, train_repeats=cfg.repeats, infer_repeats=2 * cfg.repeats)
+                       progress=progress, train_repeats=cfg.repeats, infer_repeats=2 * cfg.repeats,
+                       retain_freed_memory=cfg.heap == "retained")
     rows = pd.DataFrame(record.pop("rows"))
     metrics = {"matmul_peak_flops_per_s": record["matmul_peak_flops_per_s"], "machine": record["machine"]}
     return current.finish(rows, metrics)
@@ -78,6 +82,7 @@ class PerformanceConfig(ExperimentConfig):
     sizes: list[list[int]] | None = None
     repeats: int | None = None
     channels_last: bool | None = None
+    heap: Literal["retained", "system"] = "retained"
     #: The test fold the budget checks train and compare on.
     budget_fold: int = Field(default=0, ge=0)
     #: Train the budget checks (False: the chapter skips them and says so).
@@ -86,7 +91,8 @@ class PerformanceConfig(ExperimentConfig):
     def bench(self) -> BenchConfig:
         """The benchmark's config (None = the bench profile's value)."""
         return BenchConfig.from_profile(self.profile, seed=self.seed, models=self.models, sizes=self.sizes,
-                                        repeats=self.repeats, channels_last=self.channels_last)
+                                        repeats=self.repeats, channels_last=self.channels_last,
+                                        heap=self.heap)
 
 
 def bench_table(result: RunResult) -> pd.DataFrame:
@@ -110,13 +116,16 @@ def bench_table(result: RunResult) -> pd.DataFrame:
 #: "plain" is the network as first written: one BatchNorm per depthwise path, channels-first,
 #: out-of-place bottleneck, BatchNorm left in at inference; "default" is what the study trains
 #: and predicts with (shared BatchNorm, channels-last, in-place bottleneck, BatchNorm folded
-#: into the convolutions at inference). Each row in between turns on one more lever.
-DEFAULT_LEVERS = "default (shared BN, channels-last, fused BN)"
+#: into the convolutions at inference, freed memory kept in the process). Each row in between
+#: turns on one more lever.
+DEFAULT_LEVERS = "default (shared BN, channels-last, fused BN, retained heap)"
+_SYSTEM = {"retain_freed_memory": False}
 LEVER_SETS: dict[str, dict] = {
-    "plain": {"bottleneck_inplace": False, "per_path_norm": True, "channels_last": False, "fuse_bn": False},
-    "per-path BN + channels-last": {"per_path_norm": True, "channels_last": True, "fuse_bn": False},
-    "shared BN, channels-first": {"channels_last": False, "fuse_bn": False},
-    "shared BN + channels-last": {"fuse_bn": False},
+    "plain": {"bottleneck_inplace": False, "per_path_norm": True, "channels_last": False, "fuse_bn": False, **_SYSTEM},
+    "per-path BN + channels-last": {"per_path_norm": True, "channels_last": True, "fuse_bn": False, **_SYSTEM},
+    "shared BN, channels-first": {"channels_last": False, "fuse_bn": False, **_SYSTEM},
+    "shared BN + channels-last": {"fuse_bn": False, **_SYSTEM},
+    "shared BN + channels-last + fused BN": _SYSTEM,
     DEFAULT_LEVERS: {},
     "default + bf16 autocast": {"amp": True},
     "default + compile (freezing)": {"compile": True, "freezing": True},
