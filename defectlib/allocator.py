@@ -10,7 +10,8 @@ a large part of its time.
 :func:`retain_freed_memory` turns that off for the whole process with ``mallopt``: no
 ``mmap`` for allocations (``M_MMAP_MAX = 0``) and no trimming of the heap
 (``M_TRIM_THRESHOLD`` at its maximum). Freed blocks then stay in the heap and the next step
-reuses them without a fault. The arithmetic is the same, so results do not change. The cost is
+reuses them without a fault (a request that fits no freed block still grows the heap, so an
+odd step can fault in new pages). The arithmetic is the same, so results do not change. The cost is
 memory: the process keeps its peak heap until it exits instead of shrinking after it.
 Measured on the study's 2-core machine (proposed network, batch 1, median of 40 steps, runs
 interleaved with the default): training step at 704×256 0.165-0.194 s -> 0.103-0.111 s, at
@@ -19,7 +20,7 @@ performance chapter measures it again as one of the speed levers.
 
 The setting lasts for the life of the process and cannot be undone exactly (glibc's default
 thresholds adapt at run time), so a measurement *without* it needs a fresh process; the
-levers benchmark runs every lever set in its own process for that reason. On other C
+benchmark (:mod:`defectlib.bench`) takes every measurement in its own child process. On other C
 libraries and operating systems the function does nothing and says so.
 
 References
