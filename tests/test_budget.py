@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import defectlib.allocator
 from defectlib.errors import ConfigError
 from defectlib.experiments import budget, seg000
 from defectlib.experiments.budget import CPU_CHECKS, BudgetCheck, checks_for, budget_table, recorded_times, run_checks
@@ -53,6 +54,7 @@ def test_run_checks_compares_one_fold_of_the_cell_with_the_restored_run(isolated
     times = recorded_times("smoke", [check], fold=1)
     assert times.loc[times["grid"] == "budget checks", "finished"].all()
     assert times["finished"].sum() == 2  # the check, and the one grid cell it compared with
+    assert set(times.loc[times["finished"], "heap"]) == {defectlib.allocator.heap_policy()}
 
 
 def test_precision_cost_sets_each_bfloat16_cell_beside_its_float32_run(isolated):
@@ -66,3 +68,18 @@ def test_precision_cost_sets_each_bfloat16_cell_beside_its_float32_run(isolated)
     assert table["finished"].all() and (table["wall_min"] > 0).all()
     assert table.set_index("arithmetic").loc["bfloat16", "f1"] == pytest.approx(
         seg000.run(cell, progress=False).metrics["f1"], nan_ok=True)
+
+
+def test_recorded_names_the_heap_policy_and_reads_older_runs_as_the_system_heap():
+    from types import SimpleNamespace
+
+    def run(**extra):
+        return SimpleNamespace(provenance={"wall_time_s": 90.0, "git": {"commit": "0123456789ab"}, **extra})
+
+    missing = budget.recorded(None)
+    assert missing["wall_min"] != missing["wall_min"] and not missing["finished"]  # NaN: not run
+    assert missing["commit"] == missing["heap"] == ""
+    assert budget.recorded(run(heap="retained")) == {"wall_min": 1.5, "finished": True,
+                                                     "commit": "0123456", "heap": "retained"}
+    # runs from before the field existed trained with the C library's defaults
+    assert budget.recorded(run())["heap"] == "system"

@@ -143,11 +143,17 @@ def budget_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def recorded(result) -> dict:
-    """What a cached run recorded of itself: wall_min, finished, commit (blanks for None)."""
+    """What a cached run recorded of itself: wall_min, finished, commit, heap (blanks for None).
+
+    ``heap`` is the allocator policy it trained under (:func:`defectlib.allocator.heap_policy`);
+    runs older than that field (commit 549606c) trained with the C library's defaults, "system".
+    Wall times of runs under different policies are not comparable as they stand.
+    """
     if result is None:
-        return {"wall_min": float("nan"), "finished": False, "commit": ""}
+        return {"wall_min": float("nan"), "finished": False, "commit": "", "heap": ""}
     return {"wall_min": result.provenance["wall_time_s"] / 60, "finished": True,
-            "commit": result.provenance.get("git", {}).get("commit", "")[:7]}
+            "commit": result.provenance.get("git", {}).get("commit", "")[:7],
+            "heap": result.provenance.get("heap", "system")}
 
 
 def study_cells(profile: str, checks=None, *, fold: int = 0) -> list[tuple[str, str, object]]:
@@ -174,7 +180,8 @@ def recorded_times(profile: str, checks=None, *, fold: int = 0) -> pd.DataFrame:
     ``profile``, and of the budget checks (:func:`study_cells`); nothing is trained.
 
     One row per cell: grid, cell (its config, in words), wall_min, finished (False where the
-    cell is not in the results cache), commit (the code version that ran it).
+    cell is not in the results cache), commit (the code version that ran it), heap (the
+    allocator policy it ran under, see :func:`recorded`).
     """
     memo: dict = {}
     return pd.DataFrame([{"grid": grid, "cell": label, **recorded(cached_result(cfg, memo=memo))}
@@ -188,7 +195,8 @@ def precision_cost(profile: str, *, cells=None, metrics=("f1", "precision", "rec
 
     One row per cell and arithmetic: model, dilation, arithmetic ("float32" / "bfloat16"), each
     metric, wall_min (the whole cell's recorded time), finished (False where the run is not in
-    the results cache), commit (the code version that ran it).
+    the results cache), commit (the code version that ran it), heap (the allocator policy it ran
+    under, see :func:`recorded`).
     """
     rows = []
     for cfg in seg000.grid_configs(profile) if cells is None else cells:

@@ -159,7 +159,7 @@ def workloads(profile: str, checks=None, *, fold: int = 0) -> pd.DataFrame:
 
     Columns: grid, cell, input ("H×W"), forward_gflop (per test image), trained, head, tested
     (images, :func:`cell_images`), train_pflop, test_pflop, pflop, and what the results cache
-    recorded of the cell (wall_min, finished, commit: see
+    recorded of the cell (wall_min, finished, commit, heap: see
     :func:`~defectlib.experiments.budget.recorded`). Nothing is trained.
     """
     rows, memo = [], {}
