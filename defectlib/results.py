@@ -76,19 +76,32 @@ def run_key(config: ExperimentConfig, manifests: Mapping[str, "str | FoldsManife
     return f"{config.profile}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
 
+#: Tracked folders that hold what runs produce, not code: changes there leave a run's code clean.
+OUTPUT_PATHS = ("book/results",)
+
+
 def git_state(root: Path | None = None) -> dict[str, Any]:
-    """The commit of the project checkout and whether tracked files differ from it."""
+    """The commit of the project checkout and whether tracked code differs from it.
+
+    ``dirty`` is True when a tracked file outside :data:`OUTPUT_PATHS` differs from the commit
+    (results added to or moved out of the cache are not code); ``changed`` lists those files (at
+    most 20). Outside a git checkout: commit "unknown", dirty None.
+    """
     root = root or project_root()
 
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", *args], cwd=root, capture_output=True, text=True, check=True, timeout=30
-        ).stdout.strip()
+        ).stdout
 
     try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+        commit = git("rev-parse", "HEAD").strip()
+        status = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                     *(f":(top,exclude){path}" for path in OUTPUT_PATHS))
     except (OSError, subprocess.SubprocessError):
         return {"commit": "unknown", "dirty": None}
+    changed = [line[3:] for line in status.splitlines() if line.strip()]  # "XY path"
+    return {"commit": commit, "dirty": bool(changed), "changed": changed[:20]}
 
 
 def package_versions() -> dict[str, str]:

@@ -545,3 +545,29 @@ def test_doctests(module, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
+
+
+def test_git_state_counts_code_changes_not_results_moved_in_the_cache(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+
+    (tmp_path / "book" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "book" / "results" / "metrics.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    clean = defectlib.results.git_state(tmp_path)
+    assert len(clean["commit"]) == 40 and clean["dirty"] is False and clean["changed"] == []
+    (tmp_path / "book" / "results" / "metrics.json").unlink()  # a stale result moved out of the cache
+    (tmp_path / "new.py").write_text("untracked\n")
+    assert defectlib.results.git_state(tmp_path)["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert defectlib.results.git_state(tmp_path) == {"commit": clean["commit"], "dirty": True, "changed": ["code.py"]}
+    (tmp_path / "book" / "results").mkdir(exist_ok=True)
+    assert defectlib.results.git_state(tmp_path / "book" / "results")["changed"] == ["code.py"]  # paths from the top
+
+
+def test_git_state_outside_a_checkout_is_unknown(tmp_path):
+    assert defectlib.results.git_state(tmp_path) == {"commit": "unknown", "dirty": None}
