@@ -40,6 +40,7 @@ from . import atomic
 from .config import ExperimentConfig
 from .data.folds import FoldsManifest
 from .paths import project_root, results_root
+from .precision import native_bfloat16
 
 PROVENANCE = "provenance.json"
 _PACKAGES = (
@@ -134,6 +135,9 @@ def device_info() -> dict[str, Any]:
             info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    # Whether bfloat16 autocast runs natively here (defectlib.precision): it sets the speed of
+    # the cpu profile's bfloat16 cells, and their last bits.
+    info["bf16_native"] = native_bfloat16("cuda" if torch.cuda.is_available() else "cpu")
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -8,12 +8,16 @@ Figures depend on the machine: the provenance names it, and the book shows whose
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import pandas as pd
 from pydantic import Field, field_validator
 
 from ..config import ExperimentConfig
+from ..errors import DefectlibError
+from ..paths import results_root
 from ..results import Run, RunResult
 
 
@@ -190,3 +194,47 @@ def levers_table(result: RunResult) -> pd.DataFrame:
         out[f"output max |Δ| {size}"] = t[t["input"] == size].set_index("levers")["output_max_abs_diff"]
     out.index.name = "levers"
     return out
+
+
+#: Folder of the results cache that holds ``defectlib bench --out`` records from machines other
+#: than the study's, each measured once in float32 and once under ``--amp``: the ``cpu``
+#: profile's bfloat16 choice depends on the CPU (:mod:`defectlib.precision`).
+OTHER_MACHINES = "bench-machines"
+
+
+def precision_by_machine(folder: str | Path | None = None) -> pd.DataFrame:
+    """Training step and inference, float32 against bfloat16 autocast, from bench records.
+
+    One row per record and measurement of ``folder`` (default: :data:`OTHER_MACHINES` in the
+    results cache): the machine, whether it has bfloat16 instructions, the model, input and
+    arithmetic, the times, and the code version and file they came from.
+
+    Raises
+    ------
+    DefectlibError
+        Naming the file, when a record is not a bench record.
+
+    Examples
+    --------
+    >>> precision_by_machine("/nonexistent").empty
+    True
+    """
+    folder = results_root() / OTHER_MACHINES if folder is None else Path(folder)
+    rows = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            device, commit = record["device"], record["git"]["commit"]
+            measured = [(r["model"], r["input"], bool(r["amp"]), r["train_step_s"], r["inference_s"])
+                        for r in record["rows"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DefectlibError(f"{path}: not a record of 'defectlib bench --out' ({type(exc).__name__}: {exc})") from None
+        for model, size, amp, train_s, infer_s in measured:
+            rows.append({
+                "machine": f"{device.get('cpu_model') or device.get('gpu') or '?'} ({device.get('cpu_count')} CPUs)",
+                "bf16 native": device.get("bf16_native"),
+                "model": model, "input": size, "arithmetic": "bfloat16 autocast" if amp else "float32",
+                "training step (s)": train_s, "inference (ms)": 1e3 * infer_s,
+                "commit": str(commit)[:7], "file": path.name,
+            })
+    return pd.DataFrame(rows)

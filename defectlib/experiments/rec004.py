@@ -335,7 +335,10 @@ class Rec004GridConfig(ExperimentConfig):
     datasets: _DatasetNames
     methods: _MethodNames = list(METHODS)
     augments: list[bool] = list(AUGMENTS)
+    #: bfloat16 autocast for every cell (None: the profile's; False on a CPU without
+    #: bfloat16 instructions, where it is slow: :mod:`defectlib.precision`).
+    amp: bool | None = None
 
     def cells(self) -> list[Rec004Config]:
         return grid_configs(self.profile, datasets=self.datasets, methods=self.methods,
-                            augments=self.augments, seed=self.seed)
+                            augments=self.augments, seed=self.seed, amp=self.amp)

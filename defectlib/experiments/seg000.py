@@ -66,7 +66,8 @@ CPU_LEARNING_RATES = {"proposed": 1e-2, "deeplabv3plus": 1e-3, "unet": 1e-2}
 #: bfloat16 autocast per network in the ``cpu`` profile: on where it makes training faster
 #: on the study's CPU (``defectlib bench --amp`` at 352×128: DeepLabv3+ 0.27 → 0.19 s a step,
 #: U-Net 0.16 → 0.10 s), off where it makes it slower (the proposed network: 0.042 → 0.075 s,
-#: bfloat16 depthwise convolutions are slow here).
+#: bfloat16 depthwise convolutions are slow here). On a CPU without bfloat16 instructions all
+#: three are 2.3-2.6× slower under it (:mod:`defectlib.precision`): pass ``amp=False`` there.
 CPU_AMP = {"proposed": False, "deeplabv3plus": True, "unet": True}
 
 
@@ -265,9 +266,13 @@ class Seg000GridConfig(ExperimentConfig):
 
     models: list[str] = list(MODELS)
     dilations: list[int] = list(DILATIONS)
+    #: bfloat16 autocast for every cell (None: the profile's; False on a CPU without
+    #: bfloat16 instructions, where it is slow: :mod:`defectlib.precision`).
+    amp: bool | None = None
 
     def cells(self) -> list[Seg000Config]:
-        return grid_configs(self.profile, models=self.models, dilations=self.dilations, seed=self.seed)
+        return grid_configs(self.profile, models=self.models, dilations=self.dilations, seed=self.seed,
+                            amp=self.amp)
 
 
 class Seg000ArchitectureConfig(ExperimentConfig):

@@ -497,9 +497,12 @@ class Seg004GridConfig(ExperimentConfig):
     ablation_variants: _VariantNames = list(ABLATION)
     #: Steps per fold for every cell (None: the profile's).
     steps: int | None = None
+    #: bfloat16 autocast for every cell (None: the profile's; False on a CPU without
+    #: bfloat16 instructions, where it is slow: :mod:`defectlib.precision`).
+    amp: bool | None = None
 
     def _overrides(self) -> dict:
-        return {"seed": self.seed, "steps": self.steps}
+        return {"seed": self.seed, "steps": self.steps, "amp": self.amp}
 
     def cells(self) -> list[Seg004Config]:
         return grid_configs(self.profile, datasets=self.datasets, models=self.models, **self._overrides())
