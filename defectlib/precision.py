@@ -7,8 +7,8 @@ instructions (neither AVX-512 BF16 nor AMX) still runs bfloat16 autocast, but on
 converts to and from float32 around every operation: on a 2-core Intel Xeon without either,
 a DeepLabv3+ training step at 352×128 under bfloat16 took 0.9-1.0 s, against 0.35-0.56 s in
 float32 on the same machine and 0.19 s under bfloat16 on the study's CPU (two runs of
-``defectlib bench``; the performance chapter shows the records kept). There, pass ``amp=False`` to the grid notebooks (their ``amp``
-parameter) to train in float32.
+``defectlib bench``; the performance chapter shows the records kept). There, pass
+``amp=False`` to the grid notebooks (their ``amp`` parameter) to train in float32.
 """
 
 from __future__ import annotations

@@ -67,7 +67,8 @@ CPU_LEARNING_RATES = {"proposed": 1e-2, "deeplabv3plus": 1e-3, "unet": 1e-2}
 #: on the study's CPU (``defectlib bench --amp`` at 352×128: DeepLabv3+ 0.27 → 0.19 s a step,
 #: U-Net 0.16 → 0.10 s), off where it makes it slower (the proposed network: 0.042 → 0.075 s,
 #: bfloat16 depthwise convolutions are slow here). On a CPU without bfloat16 instructions all
-#: three were 1.8-2.6× slower under it (two bench runs) (:mod:`defectlib.precision`): pass ``amp=False`` there.
+#: three were 1.8-2.6× slower under it in two bench runs (:mod:`defectlib.precision`): pass
+#: ``amp=False`` there.
 CPU_AMP = {"proposed": False, "deeplabv3plus": True, "unet": True}
 
 
