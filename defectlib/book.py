@@ -77,6 +77,49 @@ def stage_sources(stage: Path, root: Path | None = None) -> None:
     )
 
 
+def declared_parameters(path: str | Path) -> list[str]:
+    """The names a notebook's ``parameters`` cell declares, in order (papermill's reading).
+
+    Examples
+    --------
+    >>> declared_parameters(project_root() / "book" / "seg000_sweep.ipynb")
+    ['profile', 'models', 'dilations', 'seed', 'amp']
+    """
+    import papermill as pm
+
+    return list(pm.inspect_notebook(str(path)))
+
+
+def route_parameters(
+    declared: Mapping[Path, list[str]], parameters: Mapping[str, Any]
+) -> dict[Path, dict[str, Any]]:
+    """Give each notebook the ``parameters`` its parameters cell declares.
+
+    The notebooks reject names they do not declare (a misspelt parameter must not pass
+    silently), so a book-wide override such as ``amp`` goes only to the notebooks that take
+    it; ``profile`` is declared by every notebook.
+
+    Raises
+    ------
+    DefectlibError
+        When a name is declared by none of the notebooks, listing what they do declare.
+
+    Examples
+    --------
+    >>> route_parameters({Path("a.ipynb"): ["profile", "amp"], Path("b.ipynb"): ["profile"]},
+    ...                  {"profile": "cpu", "amp": False})
+    {PosixPath('a.ipynb'): {'profile': 'cpu', 'amp': False}, PosixPath('b.ipynb'): {'profile': 'cpu'}}
+    """
+    unknown = [name for name in parameters if not any(name in names for names in declared.values())]
+    if unknown:
+        known = {name: [str(nb) for nb, names in declared.items() if name in names]
+                 for names in declared.values() for name in names}
+        listing = "\n".join(f"  {name}: {', '.join(nbs)}" for name, nbs in sorted(known.items()))
+        raise DefectlibError(f"no notebook of the book declares the parameter(s) {', '.join(unknown)}; "
+                             f"the notebooks declare:\n{listing}")
+    return {nb: {k: v for k, v in parameters.items() if k in names} for nb, names in declared.items()}
+
+
 def execute_notebooks(
     stage: Path,
     notebooks: list[Path],
@@ -84,23 +127,28 @@ def execute_notebooks(
     parameters: Mapping[str, Any],
     progress: bool = True,
 ) -> None:
-    """Execute each staged notebook in place with papermill and ``parameters``.
+    """Execute each staged notebook in place with papermill and its share of ``parameters``.
+
+    Each notebook gets the names of ``parameters`` that its parameters cell declares
+    (:func:`route_parameters`).
 
     Raises
     ------
     DefectlibError
-        Naming the notebook and the failing cell when any cell raises.
+        Naming the notebook and the failing cell when any cell raises; naming the parameter
+        when no notebook declares it (before anything runs).
     """
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    routed = route_parameters({nb: declared_parameters(stage / nb) for nb in notebooks}, parameters)
     for notebook in tqdm(notebooks, desc="notebooks", disable=not progress):
         path = stage / notebook
         try:
             pm.execute_notebook(
                 str(path),
                 str(path),
-                parameters=dict(parameters),
+                parameters=routed[notebook],
                 cwd=str(path.parent),
                 kernel_name="python3",
                 progress_bar=False,
@@ -136,6 +184,9 @@ def build_book(
     progress: bool = True,
 ) -> Path:
     """Stage, execute (papermill, ``profile`` + ``parameters``) and build the book.
+
+    Each override of ``parameters`` goes to the notebooks that declare it, e.g.
+    ``{"amp": False}`` to the three grid notebooks (:func:`route_parameters`).
 
     The HTML ends at ``<path_output>/_build/html/index.html``; ``path_output`` defaults to
     the project root. Returns that path.

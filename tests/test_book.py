@@ -85,3 +85,44 @@ def test_smoke_book_builds_from_papermill_outputs(isolated):
     executed = json.loads((isolated / "_build" / "source-smoke" / "book" / "data.ipynb").read_text())
     assert executed["metadata"]["papermill"]["parameters"]["profile"] == "smoke"
     assert (isolated / "results" / "data").is_dir()  # the run went to the isolated cache
+
+
+def test_doctests():
+    import doctest
+
+    from defectlib import book
+
+    result = doctest.testmod(book)
+    assert result.attempted >= 3 and result.failed == 0
+
+
+def test_book_wide_overrides_go_only_to_the_notebooks_that_declare_them():
+    from defectlib.book import declared_parameters, route_parameters
+
+    declared = {nb: declared_parameters(ROOT / nb) for nb in toc_notebooks(ROOT)}
+    routed = route_parameters(declared, {"profile": "cpu", "amp": False, "seed": 3})
+    takes_amp = sorted(nb.stem for nb, params in routed.items() if "amp" in params)
+    assert takes_amp == ["rec004", "seg000_sweep", "seg004"]
+    assert all(params["profile"] == "cpu" for params in routed.values())
+    assert routed[Path("book/performance.ipynb")] == {"profile": "cpu"}
+    assert routed[Path("book/seg000_sweep.ipynb")] == {"profile": "cpu", "amp": False, "seed": 3}
+
+
+def test_an_override_no_notebook_declares_fails_before_anything_runs(tmp_path):
+    from defectlib.book import route_parameters
+
+    declared = {Path("a.ipynb"): ["profile", "amp"], Path("b.ipynb"): ["profile", "seed"]}
+    with pytest.raises(DefectlibError, match=r"parameter\(s\) ampp.*\n  amp: a.ipynb\n  profile: a.ipynb, b.ipynb"):
+        route_parameters(declared, {"profile": "cpu", "ampp": False})
+
+
+@pytest.mark.slow
+def test_execute_notebooks_routes_overrides(tmp_path):
+    # papermill records in each executed notebook the parameters it was given.
+    for name, source in [("a", "profile = 'x'\namp = None"), ("b", "profile = 'x'")]:
+        _notebook(tmp_path, source).rename(tmp_path / f"{name}.ipynb")
+    execute_notebooks(tmp_path, [Path("a.ipynb"), Path("b.ipynb")], parameters={"profile": "smoke", "amp": False},
+                      progress=False)
+    for name, expected in [("a", {"profile": "smoke", "amp": False}), ("b", {"profile": "smoke"})]:
+        executed = json.loads((tmp_path / f"{name}.ipynb").read_text())
+        assert executed["metadata"]["papermill"]["parameters"] == expected
