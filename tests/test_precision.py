@@ -93,3 +93,78 @@ def test_precision_by_machine_reads_bench_records_and_names_a_bad_one(tmp_path):
     (tmp_path / "broken.json").write_text('{"device": {}}')
     with pytest.raises(DefectlibError, match="broken.json"):
         precision_by_machine(tmp_path)
+
+
+def _cell_record(folder, cfg, *, wall_s: float, f1: float, name: str = "run") -> None:
+    import json
+
+    run = folder / cfg.EXPERIMENT / name
+    run.mkdir(parents=True)
+    (run / "provenance.json").write_text(json.dumps({
+        "config": cfg.to_dict(), "wall_time_s": wall_s,
+        "device": {"cpu_model": "Some CPU", "cpu_count": 2, "bf16_native": False},
+        "git": {"commit": "0123456789abcdef", "dirty": False}}))
+    (run / "metrics.json").write_text(json.dumps({"f1": f1}))
+
+
+def test_cells_by_machine_sets_a_record_beside_the_profiles_cell(isolated):
+    import numpy as np
+
+    from defectlib.experiments.bench_chapter import cells_by_machine
+    from defectlib.experiments.budget import study_cells
+
+    grid, label, cfg = study_cells("smoke")[0]
+    folder = isolated / "other"
+    # the same cell in the other arithmetic, and one of another profile (skipped)
+    _cell_record(folder, cfg.model_copy(update={"amp": not cfg.amp}), wall_s=120.0, f1=0.5)
+    other = study_cells("smoke")[1][2].model_copy(update={"profile": "cpu"})
+    _cell_record(folder, other, wall_s=60.0, f1=0.1, name="other-profile")
+    table = cells_by_machine("smoke", folder)
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row["grid"], row["cell"], row["machine"]) == (grid, label, "Some CPU (2 CPUs)")
+    assert row["arithmetic"] == ("float32" if cfg.amp else "bfloat16")
+    assert row["wall_min"] == 2.0 and row["f1"] == 0.5 and row["commit"] == "0123456"
+    assert row["family"] == f"{cfg.EXPERIMENT} {cfg.model}"
+    # the study's own run is not in the (isolated) results cache
+    assert np.isnan(row["study wall_min"]) and np.isnan(row["ratio"])
+
+
+def test_cells_by_machine_names_a_record_that_is_no_cell_or_no_run(isolated):
+    from defectlib.errors import DefectlibError
+    from defectlib.experiments.bench_chapter import cells_by_machine
+    from defectlib.experiments.budget import study_cells
+
+    cfg = study_cells("smoke")[0][2]
+    folder = isolated / "other"
+    _cell_record(folder, cfg.model_copy(update={"seed": 12345}), wall_s=1.0, f1=0.0, name="stray")
+    with pytest.raises(DefectlibError, match=r"stray.provenance\.json: a 'smoke' run that is no cell"):
+        cells_by_machine("smoke", folder)
+    (folder / cfg.EXPERIMENT / "stray" / "provenance.json").write_text("{}")
+    with pytest.raises(DefectlibError, match=r"stray.provenance\.json: not the provenance of a run"):
+        cells_by_machine("smoke", folder)
+
+
+def test_profile_on_machines_scales_each_cell_by_its_networks_median_ratio():
+    import pandas as pd
+
+    from defectlib.experiments.bench_chapter import profile_on_machines
+
+    times = pd.DataFrame({"grid": ["g1", "g1", "g2", "g2"], "family": ["a", "a", "b", "c"],
+                          "wall_min": [60.0, 60.0, 30.0, 30.0], "finished": [True, True, True, False]})
+    cells = pd.DataFrame({"machine": ["m"] * 3, "family": ["a", "a", "b"], "ratio": [1.0, 3.0, 4.0]})
+    out = profile_on_machines(times, cells).loc["m"]
+    assert out.loc["g1", "projected_h"] == 4.0  # 2 h × median(1, 3)
+    assert out.loc["g2", "cells"] == 1 and out.loc["g2", "projected_h"] == 2.0  # the unfinished cell is left out
+    assert out.loc["total"].tolist() == [3, 3, 2, 2.5, 6.0]
+    assert profile_on_machines(times, cells.iloc[:0]).empty
+
+
+def test_bench_chapter_and_budget_doctests():
+    import doctest
+
+    from defectlib.experiments import bench_chapter, budget
+
+    for module in (bench_chapter, budget):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

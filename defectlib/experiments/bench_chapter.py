@@ -238,3 +238,114 @@ def precision_by_machine(folder: str | Path | None = None) -> pd.DataFrame:
                 "commit": str(commit)[:7], "file": path.name,
             })
     return pd.DataFrame(rows)
+
+
+#: Sub-folder of :data:`OTHER_MACHINES` with whole cells of the study run on other machines:
+#: ``<machine>/<experiment>/<run key>/`` keeps each run's ``provenance.json`` and
+#: ``metrics.json`` as the run wrote them (samples and artifacts stay out: only the cost and the
+#: headline metrics are compared).
+OTHER_MACHINE_CELLS = "cells"
+
+
+def _without_arithmetic(config: dict) -> str:
+    """A cell's config as canonical JSON, without ``amp``: the same cell in either arithmetic."""
+    return json.dumps({k: v for k, v in config.items() if k != "amp"}, sort_keys=True)
+
+
+def cells_by_machine(profile: str = "cpu", folder: str | Path | None = None) -> pd.DataFrame:
+    """Cells of ``profile`` run on other machines, beside the same cells on the study's CPU.
+
+    One row per record under ``folder`` (default: :data:`OTHER_MACHINE_CELLS` of
+    :data:`OTHER_MACHINES` in the results cache) whose config is a cell of ``profile`` in
+    either arithmetic (:func:`~defectlib.experiments.budget.study_cells`): grid, cell, family
+    (:func:`~defectlib.experiments.budget.cell_family`), machine, bf16 native, arithmetic, heap
+    (the allocator policy, :func:`~defectlib.experiments.budget.recorded`), wall_min and f1 of
+    the record, the same of the profile's own run in the results cache (``study arithmetic``,
+    ``study heap``, ``study wall_min``, ``study f1``; NaN where it is not cached), ``ratio``
+    (the record's wall time over the study's), and the record's commit. Records of other profiles are skipped. Nothing
+    is trained.
+
+    Raises
+    ------
+    DefectlibError
+        Naming the file, when a record is not a run's provenance, or is a run of ``profile``
+        that is no cell of its grids.
+    """
+    from .budget import cell_family, recorded, study_cells
+    from .common import cached_result
+
+    folder = results_root() / OTHER_MACHINES / OTHER_MACHINE_CELLS if folder is None else Path(folder)
+    cells = {}
+    rows, memo = [], {}
+    for path in sorted(folder.glob("**/provenance.json")):
+        try:
+            record = json.loads(path.read_text())
+            config, device, wall_s = record["config"], record["device"], float(record["wall_time_s"])
+            commit = record["git"]["commit"]
+            metrics_path = path.with_name("metrics.json")
+            metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DefectlibError(f"{path}: not the provenance of a run ({type(exc).__name__}: {exc})") from None
+        if config.get("profile") != profile:
+            continue
+        if not cells:
+            cells = {_without_arithmetic(cfg.to_dict()): (grid, label, cfg) for grid, label, cfg in study_cells(profile)}
+        match = cells.get(_without_arithmetic(config))
+        if match is None:
+            raise DefectlibError(f"{path}: a {profile!r} run that is no cell of the study's grids or budget checks")
+        grid, label, cfg = match
+        study = cached_result(cfg, memo=memo)
+        mine = recorded(study)
+        rows.append({
+            "grid": grid, "cell": label, "family": cell_family(cfg),
+            "machine": f"{device.get('cpu_model') or device.get('gpu') or '?'} ({device.get('cpu_count')} CPUs)",
+            "bf16 native": device.get("bf16_native"),
+            "arithmetic": "bfloat16" if config.get("amp") else "float32", "heap": record.get("heap", "system"),
+            "wall_min": wall_s / 60,
+            "f1": metrics.get("f1", float("nan")),
+            "study arithmetic": "bfloat16" if cfg.amp else "float32", "study heap": mine["heap"],
+            "study wall_min": mine["wall_min"],
+            "study f1": study.metrics.get("f1", float("nan")) if study else float("nan"),
+            "ratio": wall_s / 60 / mine["wall_min"], "commit": str(commit)[:7],
+        })
+    return pd.DataFrame(rows)
+
+
+def profile_on_machines(times: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """The profile's recorded time carried over, cell by cell, to each machine of ``cells``.
+
+    ``times``: :func:`~defectlib.experiments.budget.recorded_times` (grid, family, wall_min,
+    finished); ``cells``: :func:`cells_by_machine`. Each finished cell of ``times`` is scaled
+    by the median ``ratio`` of its family's cells measured on the machine. One row per machine
+    and grid, and a total per machine: ``cells`` (finished on the study's CPU), ``scaled``
+    (those with a measured family), ``families`` measured, ``study_h`` (all the finished
+    cells) and ``projected_h`` (the scaled cells only: where ``scaled < cells`` it is a lower
+    bound). An estimate: it assumes each family's cells slow down alike.
+
+    Examples
+    --------
+    >>> times = pd.DataFrame({"grid": ["g", "g"], "family": ["a", "b"], "wall_min": [60.0, 30.0],
+    ...                       "finished": [True, True]})
+    >>> cells = pd.DataFrame({"machine": ["m"], "family": ["a"], "ratio": [2.0]})
+    >>> profile_on_machines(times, cells)[["cells", "scaled", "study_h", "projected_h"]]
+                 cells  scaled  study_h  projected_h
+    machine grid
+    m       g        2       1      1.5          2.0
+            total    2       1      1.5          2.0
+    """
+    done = times[times["finished"]]
+    out = []
+    for machine, mine in cells.groupby("machine", sort=False):
+        ratio = mine.groupby("family")["ratio"].median().dropna()
+        scaled = done.assign(projected=done["wall_min"] * done["family"].map(ratio))
+        per_grid = scaled.groupby("grid", sort=False).agg(
+            cells=("wall_min", "size"), scaled=("projected", "count"),
+            families=("family", lambda f: int(f[f.isin(ratio.index)].nunique())),
+            study_h=("wall_min", "sum"), projected_h=("projected", "sum"))
+        per_grid.loc["total"] = [per_grid["cells"].sum(), per_grid["scaled"].sum(), len(ratio),
+                                 per_grid["study_h"].sum(), per_grid["projected_h"].sum()]
+        per_grid[["study_h", "projected_h"]] /= 60
+        out.append(per_grid.assign(machine=machine).set_index("machine", append=True).swaplevel())
+    if not out:
+        return pd.DataFrame(columns=["cells", "scaled", "families", "study_h", "projected_h"])
+    return pd.concat(out).astype({"cells": int, "scaled": int, "families": int}).rename_axis(["machine", "grid"])

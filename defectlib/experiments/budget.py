@@ -142,6 +142,19 @@ def budget_table(rows: pd.DataFrame) -> pd.DataFrame:
     return wide[["profile", "restored", "change"]]
 
 
+def cell_family(cfg) -> str:
+    """The network a cell trains, with its experiment: ``"seg000 unet"``, ``"rec004 dr"``.
+
+    Examples
+    --------
+    >>> from defectlib.experiments.rec004 import Rec004Config
+    >>> cell_family(Rec004Config.from_profile("smoke", method="dr"))
+    'rec004 dr'
+    """
+    name = getattr(cfg, "model", None) or getattr(cfg, "method")
+    return f"{cfg.EXPERIMENT} {name}"
+
+
 def recorded(result) -> dict:
     """What a cached run recorded of itself: wall_min, finished, commit, heap (blanks for None).
 
@@ -179,12 +192,13 @@ def recorded_times(profile: str, checks=None, *, fold: int = 0) -> pd.DataFrame:
     """The recorded wall time (training + testing) of every cell of the study's grids under
     ``profile``, and of the budget checks (:func:`study_cells`); nothing is trained.
 
-    One row per cell: grid, cell (its config, in words), wall_min, finished (False where the
+    One row per cell: grid, cell (its config, in words), family (the network it trains,
+    :func:`cell_family`), wall_min, finished (False where the
     cell is not in the results cache), commit (the code version that ran it), heap (the
     allocator policy it ran under, see :func:`recorded`).
     """
     memo: dict = {}
-    return pd.DataFrame([{"grid": grid, "cell": label, **recorded(cached_result(cfg, memo=memo))}
+    return pd.DataFrame([{"grid": grid, "cell": label, "family": cell_family(cfg), **recorded(cached_result(cfg, memo=memo))}
                          for grid, label, cfg in study_cells(profile, checks, fold=fold)])
 
 
