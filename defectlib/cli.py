@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     book = sub.add_parser("book", help="execute every notebook with papermill and build the book")
     book.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "paper"])
     book.add_argument("-p", "--parameter", dest="parameters", nargs=2, action="append", default=[],
-                      metavar=("NAME", "VALUE"), help="override a notebook parameter in every notebook that declares it (repeatable)")
+                      metavar=("NAME", "VALUE"),
+                      help="override a notebook parameter in every notebook that declares it (repeatable)")
     book.add_argument("--path-output", help="where _build/ goes (default: the project root)")
     book.add_argument("--no-execute", action="store_true", help="build from already-staged notebooks")
     book.set_defaults(func=cmd_book)

@@ -51,7 +51,7 @@ def warn_if_emulated(kind: str) -> None:
         warnings.warn(
             f"bfloat16 autocast on a {kind.upper()} without bfloat16 instructions (no AVX-512 BF16 or AMX): "
             "it runs emulated, typically several times slower than float32 (defectlib.precision); "
-            "pass amp=False to the grid notebooks to train in float32",
+            "pass amp=False to the grid notebooks (or defectlib book -p amp False) to train in float32",
             RuntimeWarning,
             stacklevel=3,
         )

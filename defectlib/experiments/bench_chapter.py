@@ -202,6 +202,17 @@ def levers_table(result: RunResult) -> pd.DataFrame:
 OTHER_MACHINES = "bench-machines"
 
 
+def machine_label(device: dict) -> str:
+    """A machine in words, from a record's ``device`` (:func:`defectlib.results.device_info`).
+
+    Examples
+    --------
+    >>> machine_label({"cpu_model": "Intel(R) Xeon(R) Processor", "cpu_count": 2})
+    'Intel(R) Xeon(R) Processor (2 CPUs)'
+    """
+    return f"{device.get('cpu_model') or device.get('gpu') or '?'} ({device.get('cpu_count')} CPUs)"
+
+
 def precision_by_machine(folder: str | Path | None = None) -> pd.DataFrame:
     """Training step and inference, float32 against bfloat16 autocast, from bench records.
 
@@ -231,7 +242,7 @@ def precision_by_machine(folder: str | Path | None = None) -> pd.DataFrame:
             raise DefectlibError(f"{path}: not a record of 'defectlib bench --out' ({type(exc).__name__}: {exc})") from None
         for model, size, amp, train_s, infer_s in measured:
             rows.append({
-                "machine": f"{device.get('cpu_model') or device.get('gpu') or '?'} ({device.get('cpu_count')} CPUs)",
+                "machine": machine_label(device),
                 "bf16 native": device.get("bf16_native"),
                 "model": model, "input": size, "arithmetic": "bfloat16 autocast" if amp else "float32",
                 "training step (s)": train_s, "inference (ms)": 1e3 * infer_s,
@@ -262,8 +273,8 @@ def cells_by_machine(profile: str = "cpu", folder: str | Path | None = None) -> 
     (the allocator policy, :func:`~defectlib.experiments.budget.recorded`), wall_min and f1 of
     the record, the same of the profile's own run in the results cache (``study arithmetic``,
     ``study heap``, ``study wall_min``, ``study f1``; NaN where it is not cached), ``ratio``
-    (the record's wall time over the study's), and the record's commit. Records of other profiles are skipped. Nothing
-    is trained.
+    (the record's wall time over the study's), and the record's commit. Records of other
+    profiles are skipped. Nothing is trained.
 
     Raises
     ------
@@ -298,7 +309,7 @@ def cells_by_machine(profile: str = "cpu", folder: str | Path | None = None) -> 
         mine = recorded(study)
         rows.append({
             "grid": grid, "cell": label, "family": cell_family(cfg),
-            "machine": f"{device.get('cpu_model') or device.get('gpu') or '?'} ({device.get('cpu_count')} CPUs)",
+            "machine": machine_label(device),
             "bf16 native": device.get("bf16_native"),
             "arithmetic": "bfloat16" if config.get("amp") else "float32", "heap": record.get("heap", "system"),
             "wall_min": wall_s / 60,

@@ -193,12 +193,13 @@ def recorded_times(profile: str, checks=None, *, fold: int = 0) -> pd.DataFrame:
     ``profile``, and of the budget checks (:func:`study_cells`); nothing is trained.
 
     One row per cell: grid, cell (its config, in words), family (the network it trains,
-    :func:`cell_family`), wall_min, finished (False where the
-    cell is not in the results cache), commit (the code version that ran it), heap (the
-    allocator policy it ran under, see :func:`recorded`).
+    :func:`cell_family`), wall_min, finished (False where the cell is not in the results
+    cache), commit (the code version that ran it), heap (the allocator policy it ran under,
+    see :func:`recorded`).
     """
     memo: dict = {}
-    return pd.DataFrame([{"grid": grid, "cell": label, "family": cell_family(cfg), **recorded(cached_result(cfg, memo=memo))}
+    return pd.DataFrame([{"grid": grid, "cell": label, "family": cell_family(cfg),
+                          **recorded(cached_result(cfg, memo=memo))}
                          for grid, label, cfg in study_cells(profile, checks, fold=fold)])
 
 
