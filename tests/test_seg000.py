@@ -104,4 +104,7 @@ def test_resumed_fold_matches_an_uninterrupted_one(isolated):
     a = seg000._train_fold(cfg, table, folds, 2, run, progress=False)
     seg000._train_fold(cfg, table, folds, 0, run, progress=False)
     b = seg000._train_fold(cfg, table, folds, 2, run, progress=False)
-    assert np.array_equal(a["score"].to_numpy(), b["score"].to_numpy())
+    # Same seed, same data order: equal to float rounding. Not bit-for-bit: on a 2-core Xeon one
+    # run of `make test` in 4 differed in the 7th digit (oneDNN's kernels can take other paths
+    # for other buffer addresses); another fold or seed moves the scores far more.
+    np.testing.assert_allclose(a["score"].to_numpy(), b["score"].to_numpy(), rtol=1e-6, atol=0)
