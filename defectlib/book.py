@@ -8,18 +8,21 @@ staged copy with execution off, failing on any error or Sphinx warning.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 from tqdm.auto import tqdm
 
+from . import atomic
 from .errors import DefectlibError
-from .paths import project_root
+from .paths import project_root, results_root
 
 BOOK_FILES = ("_config.yml", "_toc.yml")
 
@@ -120,17 +123,92 @@ def route_parameters(
     return {nb: {k: v for k, v in parameters.items() if k in names} for nb, names in declared.items()}
 
 
+def _utc(text: str) -> datetime:
+    """An ISO 8601 time as an aware UTC datetime (papermill writes naive UTC times).
+
+    Examples
+    --------
+    >>> _utc("2026-11-30T08:00:00.5").isoformat()
+    '2026-11-30T08:00:00.500000+00:00'
+    """
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def notebook_run(executed: str | Path, *, results: str | Path | None = None) -> dict[str, Any]:
+    """What one papermill execution of a notebook took, and the study's runs it trained.
+
+    Reads the executed notebook's papermill metadata (parameters, start, end, duration, whether
+    a cell raised) and, from the results cache ``results`` (default: the study's,
+    :func:`~defectlib.paths.results_root`), the ``provenance.json`` of every run that started
+    and finished within that window: experiment, run key, config, device, code version, wall
+    time, and F1 where its ``metrics.json`` has one. ``cached_before`` counts the runs of the
+    cache that had finished before the notebook started: 0 means it ran with no result cached.
+    Nothing is executed; :func:`execute_notebooks` calls it after each notebook.
+
+    Raises
+    ------
+    DefectlibError
+        Naming the file, when ``executed`` is not a notebook papermill has run to the end (or
+        to a failing cell), or a provenance in the window cannot be read.
+    """
+    executed = Path(executed)
+    results = Path(results) if results is not None else results_root()
+    try:
+        meta = json.loads(executed.read_text())["metadata"]["papermill"]
+        start, end = _utc(meta["start_time"]), _utc(meta["end_time"])
+        duration = float(meta["duration"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DefectlibError(
+            f"{executed}: not a notebook executed by papermill to the end ({type(exc).__name__}: {exc})"
+        ) from None
+    runs, cached_before = [], 0
+    for path in sorted(results.glob("**/provenance.json")):
+        try:
+            record = json.loads(path.read_text())
+            started, finished = _utc(record["started_utc"]), _utc(record["finished_utc"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DefectlibError(f"{path}: not the provenance of a run ({type(exc).__name__}: {exc})") from None
+        if finished < start:
+            cached_before += 1
+        if not (start <= started and finished <= end):
+            continue
+        metrics_path = path.with_name("metrics.json")
+        try:
+            metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        except (OSError, ValueError) as exc:
+            raise DefectlibError(f"{metrics_path}: unreadable ({type(exc).__name__}: {exc})") from None
+        runs.append({
+            "experiment": record.get("experiment"), "run_key": record.get("run_key"),
+            "config": record.get("config"), "device": record.get("device"),
+            "git": record.get("git"), "heap": record.get("heap"),
+            "started_utc": record["started_utc"], "finished_utc": record["finished_utc"],
+            "wall_time_s": record.get("wall_time_s"), "f1": metrics.get("f1"),
+        })
+    return {
+        "notebook": Path(meta.get("input_path") or executed).name,
+        "parameters": meta.get("parameters", {}),
+        "start_utc": start.isoformat(), "end_utc": end.isoformat(), "duration_s": duration,
+        "failed": bool(meta.get("exception")),
+        "cached_before": cached_before,
+        "runs": runs,
+    }
+
+
 def execute_notebooks(
     stage: Path,
     notebooks: list[Path],
     *,
     parameters: Mapping[str, Any],
     progress: bool = True,
+    record: Path | None = None,
 ) -> None:
     """Execute each staged notebook in place with papermill and its share of ``parameters``.
 
     Each notebook gets the names of ``parameters`` that its parameters cell declares
-    (:func:`route_parameters`).
+    (:func:`route_parameters`). With ``record``, after each notebook (the failing one
+    included) the list of :func:`notebook_run` records so far is written there, atomically:
+    how long every notebook took and which cells it trained.
 
     Raises
     ------
@@ -142,6 +220,13 @@ def execute_notebooks(
     from papermill.exceptions import PapermillExecutionError
 
     routed = route_parameters({nb: declared_parameters(stage / nb) for nb in notebooks}, parameters)
+    runs: list[dict[str, Any]] = []
+
+    def write_record(path: Path) -> None:
+        if record is not None:
+            runs.append(notebook_run(path))
+            atomic.write_json(record, {"parameters": dict(parameters), "notebooks": runs})
+
     for notebook in tqdm(notebooks, desc="notebooks", disable=not progress):
         path = stage / notebook
         try:
@@ -155,10 +240,15 @@ def execute_notebooks(
                 log_output=False,
             )
         except PapermillExecutionError as exc:
+            try:
+                write_record(path)
+            except DefectlibError:  # the failure itself is what the user must see
+                pass
             raise DefectlibError(
                 f"{notebook}: cell {exc.exec_count} failed with {exc.ename}: {exc.evalue}\n"
                 f"  the executed notebook, with the traceback, is at {path}"
             ) from None
+        write_record(path)
 
 
 def jupyter_book_build(stage: Path, path_output: Path) -> Path:
@@ -175,6 +265,17 @@ def jupyter_book_build(stage: Path, path_output: Path) -> Path:
     return path_output / "_build" / "html" / "index.html"
 
 
+def notebook_runs_path(profile: str, path_output: Path | None = None) -> Path:
+    """Where :func:`build_book` records the notebooks' times (see :func:`notebook_run`).
+
+    Examples
+    --------
+    >>> notebook_runs_path("cpu", Path("/tmp/out")).as_posix()
+    '/tmp/out/_build/notebook-runs-cpu.json'
+    """
+    return Path(path_output or project_root()) / "_build" / f"notebook-runs-{profile}.json"
+
+
 def build_book(
     profile: str = "cpu",
     *,
@@ -189,12 +290,14 @@ def build_book(
     ``{"amp": False}`` to the three grid notebooks (:func:`route_parameters`).
 
     The HTML ends at ``<path_output>/_build/html/index.html``; ``path_output`` defaults to
-    the project root. Returns that path.
+    the project root. Returns that path. How long each notebook took, and the cells it trained,
+    go to ``<path_output>/_build/notebook-runs-<profile>.json`` (:func:`notebook_run`).
     """
     root = project_root()
     path_output = Path(path_output or root).resolve()
     stage = path_output / "_build" / f"source-{profile}"
     stage_sources(stage, root)
     if execute:
-        execute_notebooks(stage, toc_notebooks(root), parameters={"profile": profile, **(parameters or {})}, progress=progress)
+        execute_notebooks(stage, toc_notebooks(root), parameters={"profile": profile, **(parameters or {})},
+                          progress=progress, record=notebook_runs_path(profile, path_output))
     return jupyter_book_build(stage, path_output)

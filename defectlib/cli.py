@@ -73,7 +73,7 @@ def _parse_value(text: str):
 
 
 def cmd_book(args: argparse.Namespace) -> int:
-    from .book import build_book
+    from .book import build_book, notebook_runs_path
 
     parameters = {k: _parse_value(v) for k, v in args.parameters}
     index = build_book(
@@ -83,6 +83,13 @@ def cmd_book(args: argparse.Namespace) -> int:
         execute=not args.no_execute,
     )
     print(f"book built: {index}")
+    record = notebook_runs_path(args.profile, Path(args.path_output).resolve() if args.path_output else None)
+    if not args.no_execute and record.is_file():
+        runs = json.loads(record.read_text())["notebooks"]
+        for run in runs:
+            print(f"  {run['notebook']:<28} {run['duration_s'] / 60:7.1f} min, {len(run['runs'])} runs written to the results cache")
+        print(f"notebooks: {sum(r['duration_s'] for r in runs) / 3600:.2f} h in all (each notebook's time, "
+              f"the runs it wrote and the results cached before it: {record})")
     return 0
 
 

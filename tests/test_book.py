@@ -126,3 +126,73 @@ def test_execute_notebooks_routes_overrides(tmp_path):
     for name, expected in [("a", {"profile": "smoke", "amp": False}), ("b", {"profile": "smoke"})]:
         executed = json.loads((tmp_path / f"{name}.ipynb").read_text())
         assert executed["metadata"]["papermill"]["parameters"] == expected
+
+
+def _executed(path: Path, *, start: str, end: str, duration: float, exception=None) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"input_path": "book/seg004.ipynb", "parameters": {"profile": "cpu", "amp": False},
+                                "start_time": start, "end_time": end, "duration": duration, "exception": exception}
+    nbformat.write(nb, path)
+    return path
+
+
+def _provenance(results: Path, key: str, *, started: str, finished: str, wall_s: float, f1=None) -> None:
+    run = results / "seg004" / key
+    run.mkdir(parents=True)
+    (run / "provenance.json").write_text(json.dumps({
+        "experiment": "seg004", "run_key": key, "config": {"profile": "cpu", "amp": False},
+        "device": {"cpu_model": "Some CPU", "cpu_count": 2}, "git": {"commit": "abc"}, "heap": "retained",
+        "started_utc": started, "finished_utc": finished, "wall_time_s": wall_s}))
+    if f1 is not None:
+        (run / "metrics.json").write_text(json.dumps({"f1": f1}))
+
+
+def test_notebook_run_takes_papermills_times_and_the_runs_written_meanwhile(tmp_path):
+    from defectlib.book import notebook_run
+
+    executed = _executed(tmp_path / "out.ipynb", start="2026-11-30T08:00:00.000001",
+                         end="2026-11-30T09:00:00.000001", duration=3600.0)
+    results = tmp_path / "results"
+    _provenance(results, "cached", started="2026-11-29T08:00:00+00:00", finished="2026-11-29T08:10:00+00:00", wall_s=600)
+    _provenance(results, "inside", started="2026-11-30T08:01:00+00:00", finished="2026-11-30T08:31:00+00:00",
+                wall_s=1800, f1=0.75)
+    _provenance(results, "later", started="2026-11-30T08:59:00+00:00", finished="2026-11-30T09:05:00+00:00", wall_s=360)
+    record = notebook_run(executed, results=results)
+    assert record["notebook"] == "seg004.ipynb" and record["parameters"] == {"profile": "cpu", "amp": False}
+    assert record["duration_s"] == 3600.0 and record["failed"] is False
+    assert record["cached_before"] == 1  # the run of the day before; "later" ends after the notebook
+    assert [run["run_key"] for run in record["runs"]] == ["inside"]
+    run = record["runs"][0]
+    assert run["wall_time_s"] == 1800 and run["f1"] == 0.75 and run["device"]["cpu_model"] == "Some CPU"
+    assert record["start_utc"] == "2026-11-30T08:00:00.000001+00:00"
+
+
+def test_notebook_run_names_a_notebook_papermill_did_not_run_and_a_bad_provenance(tmp_path):
+    from defectlib.book import notebook_run
+
+    bare = tmp_path / "bare.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), bare)
+    with pytest.raises(DefectlibError, match=r"bare\.ipynb: not a notebook executed by papermill"):
+        notebook_run(bare, results=tmp_path)
+    executed = _executed(tmp_path / "out.ipynb", start="2026-11-30T08:00:00", end="2026-11-30T09:00:00", duration=3600)
+    (tmp_path / "results" / "x" / "k").mkdir(parents=True)
+    (tmp_path / "results" / "x" / "k" / "provenance.json").write_text("{\"config\": {}}")
+    with pytest.raises(DefectlibError, match=r"k.provenance\.json: not the provenance of a run"):
+        notebook_run(executed, results=tmp_path / "results")
+
+
+@pytest.mark.slow
+def test_execute_notebooks_records_each_notebooks_time_the_failing_one_too(isolated):
+    stage = isolated / "stage"
+    stage.mkdir()
+    _notebook(stage, "profile = 'x'", "import time; time.sleep(0.2)").rename(stage / "a.ipynb")
+    _notebook(stage, "profile = 'x'", "raise RuntimeError('boom')").rename(stage / "b.ipynb")
+    record = isolated / "_build" / "notebook-runs-smoke.json"
+    with pytest.raises(DefectlibError, match="b.ipynb"):
+        execute_notebooks(stage, [Path("a.ipynb"), Path("b.ipynb")], parameters={"profile": "smoke"},
+                          progress=False, record=record)
+    runs = json.loads(record.read_text())
+    assert runs["parameters"] == {"profile": "smoke"}
+    assert [(r["notebook"], r["failed"]) for r in runs["notebooks"]] == [("a.ipynb", False), ("b.ipynb", True)]
+    assert runs["notebooks"][0]["duration_s"] >= 0.2 and runs["notebooks"][0]["runs"] == []
+    assert runs["notebooks"][0]["cached_before"] == 0

@@ -168,3 +168,44 @@ def test_bench_chapter_and_budget_doctests():
     for module in (bench_chapter, budget):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def _notebook_record(folder, cfg, *, duration_s: float, wall_s: float, cpu: str = "Some CPU") -> None:
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    run = {"config": cfg.to_dict(), "wall_time_s": wall_s, "device": {"cpu_model": cpu, "cpu_count": 2},
+           "git": {"commit": "0123456789abcdef"}, "f1": 0.5}
+    bench = {**run, "config": {"experiment": "bench", "profile": cfg.profile}, "wall_time_s": 30.0}
+    (folder / f"{cpu}.json").write_text(json.dumps({
+        "notebook": "nb.ipynb", "parameters": {"profile": cfg.profile}, "duration_s": duration_s,
+        "cached_before": 0, "runs": [run, bench]}))
+
+
+def test_notebooks_by_machine_sets_each_run_beside_its_estimate(isolated):
+    import pandas as pd
+
+    from defectlib.experiments.bench_chapter import notebook_totals, notebooks_by_machine
+    from defectlib.experiments.budget import cell_family, study_cells
+
+    grid, label, cfg = study_cells("smoke")[0]
+    family = cell_family(cfg)
+    folder = isolated / "notebooks"
+    _notebook_record(folder, cfg.model_copy(update={"amp": False}), duration_s=1200.0, wall_s=600.0)
+    times = pd.DataFrame({"grid": [grid], "cell": [label], "family": [family], "wall_min": [4.0]})
+    cells = pd.DataFrame({"machine": ["Some CPU (2 CPUs)"] * 2, "family": [family] * 2, "ratio": [2.0, 3.0]})
+    runs = notebooks_by_machine("smoke", folder, cells=cells, times=times)
+    cell = runs[runs["cell"].notna()].iloc[0]
+    assert (cell["grid"], cell["family"], cell["arithmetic"]) == (grid, family, "float32")
+    assert cell["wall_min"] == 10.0 and cell["ratio"] == 2.5 and cell["projected_min"] == 10.0
+    assert runs["cell"].isna().sum() == 1  # the benchmark run is no cell
+    total = notebook_totals(runs).loc[("Some CPU (2 CPUs)", "nb.ipynb")]
+    assert total["duration_min"] == 20.0 and total["runs"] == 2 and total["cells_min"] == 10.5
+    assert total["outside_min"] == 9.5 and total["projected"] == 1 and total["measured/projected"] == 1.0
+    # another profile's records are skipped; a broken record is named
+    assert notebooks_by_machine("cpu", folder, cells=cells, times=times).empty
+    (folder / "broken.json").write_text("[]")
+    from defectlib.errors import DefectlibError
+
+    with pytest.raises(DefectlibError, match=r"broken\.json: not a record of defectlib.book.notebook_run"):
+        notebooks_by_machine("smoke", folder, cells=cells, times=times)

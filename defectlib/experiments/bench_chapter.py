@@ -360,3 +360,95 @@ def profile_on_machines(times: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFram
     if not out:
         return pd.DataFrame(columns=["cells", "scaled", "families", "study_h", "projected_h"])
     return pd.concat(out).astype({"cells": int, "scaled": int, "families": int}).rename_axis(["machine", "grid"])
+
+
+#: Sub-folder of :data:`OTHER_MACHINES` with whole notebooks run on other machines: one JSON
+#: record of :func:`defectlib.book.notebook_run` per notebook (its papermill time, and the
+#: provenance of every run it wrote), as ``defectlib book`` records them.
+OTHER_MACHINE_NOTEBOOKS = "notebooks"
+
+
+def notebooks_by_machine(profile: str = "cpu", folder: str | Path | None = None, *,
+                         cells: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
+    """Runs of whole notebooks on other machines, each cell against its estimate there.
+
+    ``folder`` (default: :data:`OTHER_MACHINE_NOTEBOOKS` of :data:`OTHER_MACHINES` in the
+    results cache) holds :func:`~defectlib.book.notebook_run` records; those whose parameters
+    name another profile are skipped. ``cells``: :func:`cells_by_machine` (the measured ratios
+    the estimate uses); ``times``: :func:`~defectlib.experiments.budget.recorded_times` of
+    ``profile``. One row per run the notebook wrote: machine, notebook, duration_min (the
+    whole notebook), cached_before (results cached when it started), grid, cell, family,
+    arithmetic, wall_min, study wall_min (the cell as recorded on the study's CPU), ratio (the
+    median of the cells of its network measured on that machine, from ``cells``),
+    projected_min (study wall_min × ratio: what :func:`profile_on_machines` assumes for it),
+    f1. A run that is no cell of the profile (a benchmark) has blank cell columns. Nothing is
+    trained. :func:`notebook_totals` sums it per notebook.
+
+    Raises
+    ------
+    DefectlibError
+        Naming the file, when a record is not a notebook run, or its runs come from more than
+        one machine.
+    """
+    from .budget import cell_family, study_cells
+
+    folder = results_root() / OTHER_MACHINES / OTHER_MACHINE_NOTEBOOKS if folder is None else Path(folder)
+    study = None
+    recorded_min = times.set_index(["grid", "cell"])["wall_min"]
+    rows = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            notebook, duration, runs = record["notebook"], float(record["duration_s"]), record["runs"]
+            params = record.get("parameters", {})
+            devices = {machine_label(run["device"]) for run in runs}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DefectlibError(f"{path}: not a record of defectlib.book.notebook_run ({type(exc).__name__}: {exc})") from None
+        if params.get("profile", profile) != profile or not runs:
+            continue
+        if len(devices) > 1:
+            raise DefectlibError(f"{path}: runs from more than one machine ({', '.join(sorted(devices))})")
+        machine = devices.pop()
+        ratio = cells[cells["machine"] == machine].groupby("family")["ratio"].median() if len(cells) else pd.Series(dtype=float)
+        if study is None:
+            study = {_without_arithmetic(cfg.to_dict()): (grid, label, cfg) for grid, label, cfg in study_cells(profile)}
+        for run in runs:
+            grid, label, cfg = study.get(_without_arithmetic(run["config"] or {}), (None, None, None))
+            family = None if cfg is None else cell_family(cfg)
+            mine = recorded_min.get((grid, label), float("nan"))
+            r = ratio.get(family, float("nan"))
+            rows.append({
+                "machine": machine, "notebook": notebook, "duration_min": duration / 60,
+                "cached_before": record.get("cached_before"),
+                "grid": grid, "cell": label, "family": family,
+                "arithmetic": "bfloat16" if (run["config"] or {}).get("amp") else "float32",
+                "wall_min": float(run["wall_time_s"]) / 60, "study wall_min": mine, "ratio": r,
+                "projected_min": mine * r, "f1": run.get("f1"),
+                "commit": str((run.get("git") or {}).get("commit", ""))[:7],
+            })
+    return pd.DataFrame(rows)
+
+
+def notebook_totals(runs: pd.DataFrame) -> pd.DataFrame:
+    """:func:`notebooks_by_machine` summed per machine and notebook.
+
+    Columns: duration_min (the notebook), runs (that it wrote), cells_min (their wall time),
+    outside_min (the rest: loading and decoding data, evaluation outside the runs, figures,
+    kernel start), projected (cells with an estimate), projected_min (their estimate, from the
+    cells' ratios) and measured/projected (their measured wall time over it).
+
+    Examples
+    --------
+    >>> runs = pd.DataFrame({"machine": ["m", "m"], "notebook": ["n", "n"], "duration_min": [30.0, 30.0],
+    ...                      "wall_min": [10.0, 14.0], "projected_min": [12.0, 12.0]})
+    >>> notebook_totals(runs).round(2).to_dict("records")[0]
+    {'duration_min': 30.0, 'runs': 2, 'cells_min': 24.0, 'outside_min': 6.0, 'projected': 2, 'projected_min': 24.0, 'measured/projected': 1.0}
+    """
+    with_estimate = runs.assign(estimated_min=runs["wall_min"].where(runs["projected_min"].notna()))
+    out = with_estimate.groupby(["machine", "notebook"], sort=False).agg(
+        duration_min=("duration_min", "first"), runs=("wall_min", "size"), cells_min=("wall_min", "sum"),
+        projected=("projected_min", "count"), projected_min=("projected_min", "sum"),
+        estimated_min=("estimated_min", "sum"))
+    out.insert(3, "outside_min", out["duration_min"] - out["cells_min"])
+    out["measured/projected"] = out["estimated_min"] / out["projected_min"]
+    return out.drop(columns="estimated_min")
