@@ -85,6 +85,13 @@ def test_smoke_book_builds_from_papermill_outputs(isolated):
     executed = json.loads((isolated / "_build" / "source-smoke" / "book" / "data.ipynb").read_text())
     assert executed["metadata"]["papermill"]["parameters"]["profile"] == "smoke"
     assert (isolated / "results" / "data").is_dir()  # the run went to the isolated cache
+    # each notebook's time, from nothing cached, and the runs the grids wrote
+    record = json.loads((isolated / "_build" / "notebook-runs-smoke.json").read_text())
+    timed = {run["notebook"]: run for run in record["notebooks"]}
+    assert sorted(timed) == sorted(nb.name for nb in toc_notebooks(ROOT))
+    assert all(run["duration_s"] > 0 and not run["failed"] for run in timed.values())
+    assert timed[toc_notebooks(ROOT)[0].name]["cached_before"] == 0
+    assert timed["seg004.ipynb"]["runs"] and all(r["experiment"] == "seg004" for r in timed["seg004.ipynb"]["runs"])
 
 
 def test_doctests():
