@@ -287,7 +287,7 @@ def build_book(
     """Stage, execute (papermill, ``profile`` + ``parameters``) and build the book.
 
     Each override of ``parameters`` goes to the notebooks that declare it, e.g.
-    ``{"amp": False}`` to the three grid notebooks (:func:`route_parameters`).
+    ``{"amp": False}`` to the three grid notebooks and the performance chapter (:func:`route_parameters`).
 
     The HTML ends at ``<path_output>/_build/html/index.html``; ``path_output`` defaults to
     the project root. Returns that path. How long each notebook took, and the cells it trained,

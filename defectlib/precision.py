@@ -8,7 +8,8 @@ converts to and from float32 around every operation: on a 2-core Intel Xeon with
 a DeepLabv3+ training step at 352×128 under bfloat16 took 0.9-1.0 s, against 0.35-0.56 s in
 float32 on the same machine and 0.19 s under bfloat16 on the study's CPU (two runs of
 ``defectlib bench``; the performance chapter shows the records kept). There, pass
-``amp=False`` to the grid notebooks (their ``amp`` parameter) to train in float32.
+``amp=False`` to the grid notebooks and the performance chapter (their ``amp`` parameter) to train
+in float32.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def warn_if_emulated(kind: str) -> None:
         warnings.warn(
             f"bfloat16 autocast on a {kind.upper()} without bfloat16 instructions (no AVX-512 BF16 or AMX): "
             "it runs emulated, typically several times slower than float32 (defectlib.precision); "
-            "pass amp=False to the grid notebooks (or defectlib book -p amp False) to train in float32",
+            "pass amp=False to the grid and performance notebooks (or defectlib book -p amp False) to train in float32",
             RuntimeWarning,
             stacklevel=3,
         )

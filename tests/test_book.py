@@ -109,9 +109,10 @@ def test_book_wide_overrides_go_only_to_the_notebooks_that_declare_them():
     declared = {nb: declared_parameters(ROOT / nb) for nb in toc_notebooks(ROOT)}
     routed = route_parameters(declared, {"profile": "cpu", "amp": False, "seed": 3})
     takes_amp = sorted(nb.stem for nb, params in routed.items() if "amp" in params)
-    assert takes_amp == ["rec004", "seg000_sweep", "seg004"]
+    assert takes_amp == ["performance", "rec004", "seg000_sweep", "seg004"]
     assert all(params["profile"] == "cpu" for params in routed.values())
-    assert routed[Path("book/performance.ipynb")] == {"profile": "cpu"}
+    assert routed[Path("book/performance.ipynb")] == {"profile": "cpu", "amp": False}
+    assert routed[Path("book/data.ipynb")] == {"profile": "cpu", "seed": 3}
     assert routed[Path("book/seg000_sweep.ipynb")] == {"profile": "cpu", "amp": False, "seed": 3}
 
 

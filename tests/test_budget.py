@@ -36,6 +36,18 @@ def test_the_cpu_checks_restore_budget_on_cells_of_the_grids():
         assert base.digest() in {c.digest() for c in budget.EXPERIMENTS[check.experiment][0].grid_configs("cpu")}
 
 
+def test_amp_sets_the_arithmetic_of_every_check_and_cell_and_nothing_else():
+    for check in CPU_CHECKS:
+        for amp in (False, True):
+            pair = check.configs("cpu", fold=0, amp=amp)
+            assert all(cfg.amp is amp for cfg in pair), check.label
+            as_profile = check.configs("cpu", fold=0)
+            assert [c.model_copy(update={"amp": a.amp}) for c, a in zip(pair, as_profile)] == list(as_profile)
+    cells, float32 = budget.study_cells("cpu"), budget.study_cells("cpu", amp=False)
+    assert any(cfg.amp for _, _, cfg in cells) and not any(cfg.amp for _, _, cfg in float32)
+    assert [(g, label) for g, label, _ in cells] == [(g, label) for g, label, _ in float32]
+
+
 def test_run_checks_compares_one_fold_of_the_cell_with_the_restored_run(isolated):
     check = BudgetCheck("more steps", "seg000", {"model": "proposed", "dilation": 0},
                         {"seg_steps": 40, "clf_steps": 30}, ("ap", "f1"))
@@ -55,6 +67,9 @@ def test_run_checks_compares_one_fold_of_the_cell_with_the_restored_run(isolated
     assert times.loc[times["grid"] == "budget checks", "finished"].all()
     assert times["finished"].sum() == 2  # the check, and the one grid cell it compared with
     assert set(times.loc[times["finished"], "heap"]) == {defectlib.allocator.heap_policy()}
+    # the other arithmetic is other cells: none of them is cached
+    other = not check.configs("smoke", fold=1)[0].amp
+    assert not recorded_times("smoke", [check], fold=1, amp=other)["finished"].any()
 
 
 def test_precision_cost_sets_each_bfloat16_cell_beside_its_float32_run(isolated):

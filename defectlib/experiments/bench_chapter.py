@@ -91,6 +91,10 @@ class PerformanceConfig(ExperimentConfig):
     budget_fold: int = Field(default=0, ge=0)
     #: Train the budget checks (False: the chapter skips them and says so).
     budget_checks: bool = True
+    #: bfloat16 autocast of the cells the chapter trains (the budget checks) and looks up (the
+    #: profile's recorded time); None: the profile's. False on a CPU without bfloat16
+    #: (:mod:`defectlib.precision`), as for the grid notebooks.
+    amp: bool | None = None
 
     def bench(self) -> BenchConfig:
         """The benchmark's config (None = the bench profile's value)."""

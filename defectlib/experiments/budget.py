@@ -54,11 +54,13 @@ class BudgetCheck:
     restore: dict
     metrics: tuple[str, ...] = field(default=("precision", "recall", "f1"))
 
-    def configs(self, profile: str, *, fold: int):
-        """The profile's cell (all folds) and the check's cell (``fold`` only)."""
+    def configs(self, profile: str, *, fold: int, amp: bool | None = None):
+        """The profile's cell (all folds) and the check's cell (``fold`` only); ``amp``:
+        bfloat16 autocast on or off for both (None: the profile's)."""
         _, config_class = EXPERIMENTS[self.experiment]
-        base = config_class.from_profile(profile, **self.cell)
-        return base, config_class.from_profile(profile, **self.cell, **self.restore, test_folds=[fold])
+        arithmetic = {} if amp is None else {"amp": amp}
+        base = config_class.from_profile(profile, **self.cell, **arithmetic)
+        return base, config_class.from_profile(profile, **self.cell, **self.restore, test_folds=[fold], **arithmetic)
 
 
 #: The checks of the ``cpu`` profile: each grid's main cut, on a cell that learns something
@@ -104,7 +106,8 @@ def _budget(cfg) -> str:
     return f"{size}, {cfg.steps} steps"
 
 
-def run_checks(profile: str, checks=None, *, fold: int = 0, progress: bool = True) -> pd.DataFrame:
+def run_checks(profile: str, checks=None, *, fold: int = 0, amp: bool | None = None,
+               progress: bool = True) -> pd.DataFrame:
     """Run (or read from the results cache) every check; one row per check and budget.
 
     Columns: check, budget ("profile" or "restored"), setting (input size and steps), fold,
@@ -113,12 +116,13 @@ def run_checks(profile: str, checks=None, *, fold: int = 0, progress: bool = Tru
 
     The profile's cell is run in full (it is a cell of the grid, normally cached already) and
     its metrics recomputed on the test fold alone, with the experiment's ``cell_metrics``.
-    ``checks=None``: :func:`checks_for` the profile.
+    ``checks=None``: :func:`checks_for` the profile. ``amp``: bfloat16 autocast on or off for
+    every check (None: the profile's; False on a CPU without bfloat16, :mod:`defectlib.precision`).
     """
     rows = []
     for check in checks_for(profile) if checks is None else checks:
         module, _ = EXPERIMENTS[check.experiment]
-        base_cfg, check_cfg = check.configs(profile, fold=fold)
+        base_cfg, check_cfg = check.configs(profile, fold=fold, amp=amp)
         base = module.run(base_cfg, progress=progress)
         restored = module.run(check_cfg, progress=progress)
         for budget, cfg, result in (("profile", base_cfg, base), ("restored", check_cfg, restored)):
@@ -169,17 +173,29 @@ def recorded(result) -> dict:
             "heap": result.provenance.get("heap", "system")}
 
 
-def study_cells(profile: str, checks=None, *, fold: int = 0) -> list[tuple[str, str, object]]:
+def study_cells(profile: str, checks=None, *, fold: int = 0, amp: bool | None = None) -> list[tuple[str, str, object]]:
     """Every cell the study trains under ``profile``: ``(grid, cell in words, config)``.
 
     The cells of seed 000's sweep, seed 004's recognition and segmentation grids, and the
-    budget checks (``checks=None``: the profile's, on test fold ``fold``).
+    budget checks (``checks=None``: the profile's, on test fold ``fold``). ``amp``: every cell
+    with bfloat16 autocast on or off, as the notebooks' ``amp`` parameter trains them (None:
+    the profile's).
+
+    Examples
+    --------
+    >>> cells = study_cells("smoke", amp=False)
+    >>> sorted({grid for grid, _, _ in cells})
+    ['budget checks', 'seed 000 annotation sweep', 'seed 004 recognition', 'seed 004 segmentation']
+    >>> any(cfg.amp for _, _, cfg in cells)
+    False
     """
     cells = [("seed 000 annotation sweep", cfg) for cfg in seg000.grid_configs(profile)]
     cells += [("seed 004 recognition", cfg) for cfg in rec004.grid_configs(profile)]
     cells += [("seed 004 segmentation", cfg) for cfg in seg004.grid_configs(profile)]
     checks = checks_for(profile) if checks is None else checks
     cells += [("budget checks", check.configs(profile, fold=fold)[1]) for check in checks]
+    if amp is not None:
+        cells = [(grid, cfg.model_copy(update={"amp": amp})) for grid, cfg in cells]
     out = []
     for grid, cfg in cells:
         words = {k: v for k, v in cfg.to_dict().items() if k in ("dataset", "model", "method", "augment", "dilation")}
@@ -188,19 +204,19 @@ def study_cells(profile: str, checks=None, *, fold: int = 0) -> list[tuple[str, 
     return out
 
 
-def recorded_times(profile: str, checks=None, *, fold: int = 0) -> pd.DataFrame:
+def recorded_times(profile: str, checks=None, *, fold: int = 0, amp: bool | None = None) -> pd.DataFrame:
     """The recorded wall time (training + testing) of every cell of the study's grids under
     ``profile``, and of the budget checks (:func:`study_cells`); nothing is trained.
 
     One row per cell: grid, cell (its config, in words), family (the network it trains,
     :func:`cell_family`), wall_min, finished (False where the cell is not in the results
     cache), commit (the code version that ran it), heap (the allocator policy it ran under,
-    see :func:`recorded`).
+    see :func:`recorded`). ``amp``: as :func:`study_cells`.
     """
     memo: dict = {}
     return pd.DataFrame([{"grid": grid, "cell": label, "family": cell_family(cfg),
                           **recorded(cached_result(cfg, memo=memo))}
-                         for grid, label, cfg in study_cells(profile, checks, fold=fold)])
+                         for grid, label, cfg in study_cells(profile, checks, fold=fold, amp=amp)])
 
 
 def precision_cost(profile: str, *, cells=None, metrics=("f1", "precision", "recall", "ap", "fp", "fn")) -> pd.DataFrame:

@@ -154,16 +154,17 @@ def _cell_flops(images: Mapping[str, int], flops: Mapping[str, int]) -> tuple[fl
     return float(train), float(flops["forward"] * images["tested"])
 
 
-def workloads(profile: str, checks=None, *, fold: int = 0) -> pd.DataFrame:
+def workloads(profile: str, checks=None, *, fold: int = 0, amp: bool | None = None) -> pd.DataFrame:
     """One row per cell the study trains under ``profile`` (:func:`~defectlib.experiments.budget.study_cells`).
 
     Columns: grid, cell, input ("H×W"), forward_gflop (per test image), trained, head, tested
     (images, :func:`cell_images`), train_pflop, test_pflop, pflop, and what the results cache
     recorded of the cell (wall_min, finished, commit, heap: see
-    :func:`~defectlib.experiments.budget.recorded`). Nothing is trained.
+    :func:`~defectlib.experiments.budget.recorded`). Nothing is trained. ``amp``: as
+    :func:`~defectlib.experiments.budget.study_cells`.
     """
     rows, memo = [], {}
-    for grid, label, cfg in study_cells(profile, checks, fold=fold):
+    for grid, label, cfg in study_cells(profile, checks, fold=fold, amp=amp):
         images = cell_images(cfg, memo=memo)
         flops = network_flops(cfg)
         train, test = _cell_flops(images, flops)
