@@ -267,6 +267,14 @@ def _without_arithmetic(config: dict) -> str:
     return json.dumps({k: v for k, v in config.items() if k != "amp"}, sort_keys=True)
 
 
+def _cells_by_config(profile: str) -> dict[str, tuple]:
+    """The profile's cells (:func:`~defectlib.experiments.budget.study_cells`), keyed by
+    :func:`_without_arithmetic` of their config."""
+    from .budget import study_cells
+
+    return {_without_arithmetic(cfg.to_dict()): (grid, label, cfg) for grid, label, cfg in study_cells(profile)}
+
+
 def cells_by_machine(profile: str = "cpu", folder: str | Path | None = None) -> pd.DataFrame:
     """Cells of ``profile`` run on other machines, beside the same cells on the study's CPU.
 
@@ -286,7 +294,7 @@ def cells_by_machine(profile: str = "cpu", folder: str | Path | None = None) -> 
         Naming the file, when a record is not a run's provenance, or is a run of ``profile``
         that is no cell of its grids.
     """
-    from .budget import cell_family, recorded, study_cells
+    from .budget import cell_family, recorded
     from .common import cached_result
 
     folder = results_root() / OTHER_MACHINES / OTHER_MACHINE_CELLS if folder is None else Path(folder)
@@ -304,7 +312,7 @@ def cells_by_machine(profile: str = "cpu", folder: str | Path | None = None) -> 
         if config.get("profile") != profile:
             continue
         if not cells:
-            cells = {_without_arithmetic(cfg.to_dict()): (grid, label, cfg) for grid, label, cfg in study_cells(profile)}
+            cells = _cells_by_config(profile)
         match = cells.get(_without_arithmetic(config))
         if match is None:
             raise DefectlibError(f"{path}: a {profile!r} run that is no cell of the study's grids or budget checks")
@@ -394,7 +402,7 @@ def notebooks_by_machine(profile: str = "cpu", folder: str | Path | None = None,
         Naming the file, when a record is not a notebook run, or its runs come from more than
         one machine.
     """
-    from .budget import cell_family, study_cells
+    from .budget import cell_family
 
     folder = results_root() / OTHER_MACHINES / OTHER_MACHINE_NOTEBOOKS if folder is None else Path(folder)
     study = None
@@ -415,7 +423,7 @@ def notebooks_by_machine(profile: str = "cpu", folder: str | Path | None = None,
         machine = devices.pop()
         ratio = cells[cells["machine"] == machine].groupby("family")["ratio"].median() if len(cells) else pd.Series(dtype=float)
         if study is None:
-            study = {_without_arithmetic(cfg.to_dict()): (grid, label, cfg) for grid, label, cfg in study_cells(profile)}
+            study = _cells_by_config(profile)
         for run in runs:
             grid, label, cfg = study.get(_without_arithmetic(run["config"] or {}), (None, None, None))
             family = None if cfg is None else cell_family(cfg)
