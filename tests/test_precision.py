@@ -209,3 +209,28 @@ def test_notebooks_by_machine_sets_each_run_beside_its_estimate(isolated):
 
     with pytest.raises(DefectlibError, match=r"broken\.json: not a record of defectlib.book.notebook_run"):
         notebooks_by_machine("smoke", folder, cells=cells, times=times)
+
+
+def test_checked_projection_rescales_the_estimate_by_the_whole_notebooks_on_that_machine():
+    import math
+
+    import pandas as pd
+
+    from defectlib.experiments.bench_chapter import checked_projection
+
+    index = pd.MultiIndex.from_tuples([("m", "g"), ("m", "total"), ("other", "g"), ("other", "total")],
+                                      names=["machine", "grid"])
+    projected = pd.DataFrame({"cells": [4, 4, 4, 4], "scaled": [4, 4, 4, 4], "projected_h": [5.0, 5.0, 3.0, 3.0]},
+                             index=index)
+    runs = pd.DataFrame({"machine": ["m", "m", "m", "m", "elsewhere"], "notebook": ["a", "a", "b", "b", "a"],
+                         "duration_min": [40.0, 40.0, 21.0, 21.0, 9.0], "wall_min": [10.0, 20.0, 20.0, 0.5, 9.0],
+                         "projected_min": [15.0, 25.0, 20.0, float("nan"), 9.0]})
+    out = checked_projection(projected, runs)
+    assert list(out.index) == ["m"]  # 'other' ran no notebook, 'elsewhere' has no estimate
+    row = out.loc["m"]
+    assert row["checked"] == 3 and row["measured_min"] == 50.0 and row["estimated_min"] == 60.0
+    assert math.isclose(row["measured/estimated"], 50 / 60) and math.isclose(row["corrected_h"], 5.0 * 50 / 60)
+    assert row["outside_min"] == 10.0 + 0.5  # a: 40 - 30; b: 21 - 20.5 (the benchmark run is inside)
+    assert checked_projection(projected, runs.iloc[:0]).empty
+    # notebooks whose runs have no estimate: nothing to rescale by
+    assert math.isnan(checked_projection(projected, runs.assign(projected_min=float("nan"))).loc["m", "corrected_h"])

@@ -464,3 +464,43 @@ def notebook_totals(runs: pd.DataFrame) -> pd.DataFrame:
     out.insert(3, "outside_min", out["duration_min"] - out["cells_min"])
     out["measured/projected"] = out["estimated_min"] / out["projected_min"]
     return out.drop(columns="estimated_min")
+
+
+def checked_projection(projected: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """:func:`profile_on_machines`' estimate of the whole profile, checked against the whole
+    notebooks run on the same machine (:func:`notebooks_by_machine`).
+
+    One row per machine that has both. Columns: ``cells`` (the profile's cells the estimate
+    scales), ``checked`` (runs of those cells in whole notebooks), ``measured_min`` and
+    ``estimated_min`` (their wall time, and the estimate for them), ``measured/estimated``,
+    ``outside_min`` (the notebooks' time outside their runs), ``projected_h`` (the estimate's
+    total) and ``corrected_h`` (``projected_h`` × ``measured/estimated``: the estimate rescaled
+    by how far off it was on the checked cells; still an estimate, since it assumes the other
+    cells are off by as much).
+
+    Examples
+    --------
+    >>> projected = pd.DataFrame({"cells": [3, 3], "scaled": [3, 3], "projected_h": [2.0, 2.0]},
+    ...     index=pd.MultiIndex.from_tuples([("m", "g"), ("m", "total")], names=["machine", "grid"]))
+    >>> runs = pd.DataFrame({"machine": ["m", "m"], "notebook": ["n", "n"], "duration_min": [50.0, 50.0],
+    ...                      "wall_min": [20.0, 25.0], "projected_min": [25.0, 25.0]})
+    >>> checked_projection(projected, runs).round(2).to_dict("records")[0]
+    {'cells': 3, 'checked': 2, 'measured_min': 45.0, 'estimated_min': 50.0, 'measured/estimated': 0.9, 'outside_min': 5.0, 'projected_h': 2.0, 'corrected_h': 1.8}
+    """
+    columns = ["cells", "checked", "measured_min", "estimated_min", "measured/estimated", "outside_min",
+               "projected_h", "corrected_h"]
+    rows = {}
+    machines = set(projected.index.get_level_values("machine")) if len(projected) else set()
+    for machine, mine in runs.groupby("machine", sort=False) if len(runs) else ():
+        if machine not in machines:
+            continue
+        total = projected.loc[(machine, "total")]
+        checked = mine[mine["projected_min"].notna()]
+        ratio = checked["wall_min"].sum() / checked["projected_min"].sum() if len(checked) else float("nan")
+        rows[machine] = {
+            "cells": int(total["cells"]), "checked": len(checked), "measured_min": checked["wall_min"].sum(),
+            "estimated_min": checked["projected_min"].sum(), "measured/estimated": ratio,
+            "outside_min": notebook_totals(mine)["outside_min"].sum(),
+            "projected_h": total["projected_h"], "corrected_h": total["projected_h"] * ratio,
+        }
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis("machine")
