@@ -103,7 +103,7 @@ def _cell_record(folder, cfg, *, wall_s: float, f1: float, name: str = "run") ->
     (run / "provenance.json").write_text(json.dumps({
         "config": cfg.to_dict(), "wall_time_s": wall_s,
         "device": {"cpu_model": "Some CPU", "cpu_count": 2, "bf16_native": False},
-        "git": {"commit": "0123456789abcdef", "dirty": False}}))
+        "git": {"commit": "0123456789abcdef", "dirty": False}, "finished_utc": "2026-11-30T08:26:35+00:00"}))
     (run / "metrics.json").write_text(json.dumps({"f1": f1}))
 
 
@@ -125,6 +125,7 @@ def test_cells_by_machine_sets_a_record_beside_the_profiles_cell(isolated):
     assert (row["grid"], row["cell"], row["machine"]) == (grid, label, "Some CPU (2 CPUs)")
     assert row["arithmetic"] == ("float32" if cfg.amp else "bfloat16")
     assert row["wall_min"] == 2.0 and row["f1"] == 0.5 and row["commit"] == "0123456"
+    assert row["date"] == "2026-11-30"
     assert row["family"] == f"{cfg.EXPERIMENT} {cfg.model}"
     # the study's own run is not in the (isolated) results cache
     assert np.isnan(row["study wall_min"]) and np.isnan(row["ratio"])
