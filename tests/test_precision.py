@@ -125,7 +125,7 @@ def test_cells_by_machine_sets_a_record_beside_the_profiles_cell(isolated):
     assert (row["grid"], row["cell"], row["machine"]) == (grid, label, "Some CPU (2 CPUs)")
     assert row["arithmetic"] == ("float32" if cfg.amp else "bfloat16")
     assert row["wall_min"] == 2.0 and row["f1"] == 0.5 and row["commit"] == "0123456"
-    assert row["date"] == "2026-11-30"
+    assert row["finished (UTC)"] == "2026-11-30 08:26"
     assert row["family"] == f"{cfg.EXPERIMENT} {cfg.model}"
     # the study's own run is not in the (isolated) results cache
     assert np.isnan(row["study wall_min"]) and np.isnan(row["ratio"])

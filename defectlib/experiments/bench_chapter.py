@@ -285,8 +285,8 @@ def cells_by_machine(profile: str = "cpu", folder: str | Path | None = None) -> 
     (the allocator policy, :func:`~defectlib.experiments.budget.recorded`), wall_min and f1 of
     the record, the same of the profile's own run in the results cache (``study arithmetic``,
     ``study heap``, ``study wall_min``, ``study f1``; NaN where it is not cached), ``ratio``
-    (the record's wall time over the study's), and the record's commit and date (UTC, when it
-    finished; machines of one name differ from host to host). Records of other
+    (the record's wall time over the study's), and the record's commit and ``finished (UTC)``
+    (to the minute: machines of one name differ from host to host, and this tells runs apart). Records of other
     profiles are skipped. Nothing is trained.
 
     Raises
@@ -331,7 +331,7 @@ def cells_by_machine(profile: str = "cpu", folder: str | Path | None = None) -> 
             "study wall_min": mine["wall_min"],
             "study f1": study.metrics.get("f1", float("nan")) if study else float("nan"),
             "ratio": wall_s / 60 / mine["wall_min"], "commit": str(commit)[:7],
-            "date": str(record.get("finished_utc", ""))[:10],
+            "finished (UTC)": str(record.get("finished_utc", ""))[:16].replace("T", " "),
         })
     return pd.DataFrame(rows)
 
