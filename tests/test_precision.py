@@ -227,7 +227,7 @@ def test_checked_projection_rescales_the_estimate_by_the_whole_notebooks_on_that
                          "duration_min": [40.0, 40.0, 21.0, 21.0, 9.0], "wall_min": [10.0, 20.0, 20.0, 0.5, 9.0],
                          "projected_min": [15.0, 25.0, 20.0, float("nan"), 9.0]})
     out = checked_projection(projected, runs)
-    assert list(out.index) == ["m"]  # 'other' ran no notebook, 'elsewhere' has no estimate
+    assert list(out.index) == ["m"]  # 'other' ran no notebook; 'elsewhere' is not in the projection
     row = out.loc["m"]
     assert row["checked"] == 3 and row["measured_min"] == 50.0 and row["estimated_min"] == 60.0
     assert math.isclose(row["measured/estimated"], 50 / 60) and math.isclose(row["corrected_h"], 5.0 * 50 / 60)

@@ -286,8 +286,8 @@ def cells_by_machine(profile: str = "cpu", folder: str | Path | None = None) -> 
     the record, the same of the profile's own run in the results cache (``study arithmetic``,
     ``study heap``, ``study wall_min``, ``study f1``; NaN where it is not cached), ``ratio``
     (the record's wall time over the study's), and the record's commit and ``finished (UTC)``
-    (to the minute: machines of one name differ from host to host, and this tells runs apart). Records of other
-    profiles are skipped. Nothing is trained.
+    (to the minute: machines of one name differ from host to host, and this tells runs
+    apart). Records of other profiles are skipped. Nothing is trained.
 
     Raises
     ------
