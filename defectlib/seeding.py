@@ -4,7 +4,8 @@ Every experiment calls :func:`seed_everything` once with its config's ``seed``; 
 get :func:`worker_init_fn` and :func:`torch_generator` so shuffling and worker-side
 randomness follow the same seed. With the same seed the CPU results are identical, except
 for the proposed network at more than one thread: PyTorch's backward pass of its SE blocks'
-1×1 convolutions on a 1×1 map is not deterministic there (the book's reproducibility page).
+1×1 convolutions on a 1×1 map is not deterministic on some CPUs (seen on 2-core Xeons; the
+book's reproducibility page).
 """
 
 from __future__ import annotations
