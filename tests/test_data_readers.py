@@ -77,8 +77,8 @@ MT_FILES = {
     "Free": [("exp0_num_1", 10, 8, []), ("exp0_num_2", 12, 9, [])],
     # values >127 count: 128, 200, 255 -> 3 ; 100, 127 do not
     "Crack": [("exp1_num_5", 11, 7, [100, 127, 128, 200, 255]), ("exp1_num_6", 9, 9, [200, 200])],
-    # the first Uneven mask is empty (only soft values at or under 127)
-    "Uneven": [("exp2_num_3", 10, 10, [50, 127]), ("exp2_num_4", 13, 6, [128])],
+    # the first Uneven mask is empty (a soft mask with nothing above 127 is refused, see test_masks)
+    "Uneven": [("exp2_num_3", 10, 10, []), ("exp2_num_4", 13, 6, [128])],
 }
 MT_AREAS = {
     f"MT_{cls}/{name}": sum(v > 127 for v in values)
@@ -313,7 +313,7 @@ def test_load_samples_unknown_dataset_lists_known_names():
     assert {"kolektorsdd", "magnetictile", "synthetic"} <= set(DATASETS)
 
 
-def test_load_samples_reads_fake_data_via_registry(tmp_path):
+def test_load_samples_reads_fake_data_via_registry(tmp_path, isolated):
     make_kolektor(tmp_path / "KolektorSDD")
     make_magnetic(tmp_path / "MagneticTile")
     k = load_samples("kolektorsdd", tmp_path)

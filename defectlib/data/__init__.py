@@ -1,20 +1,23 @@
-"""Data: readers, the synthetic generator, dilation, folds and the torch Dataset.
+"""Data: readers, data checks, the synthetic generator, dilation, folds and the torch Dataset.
 
-The registry :data:`DATASETS` maps a dataset's name to how it is found and read; it is the
-one place that knows the datasets, so adding one is adding an entry.
+The registry :data:`DATASETS` maps a dataset's name to how it is found, checked and read; it
+is the one place that knows the datasets, so adding one is adding an entry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
 from ..errors import DataError
 from ..paths import cache_root, data_root
 from .samples import COLUMNS, make_table, validate_table
+
+if TYPE_CHECKING:
+    from .integrity import Scan
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,10 @@ class DatasetSpec:
     n_folds_default: int
     #: Generated (synthetic) data lives under the cache, not the data root.
     generated: bool = False
+    #: The layout scan of the data checks (:mod:`defectlib.data.integrity`); None: not checked.
+    scanner: Callable[[Path], "Scan"] | None = None
+    #: The image file of a sample id, relative to the dataset folder (for messages).
+    image_file: Callable[[str], str] | None = None
 
 
 def _kolektor(root: Path) -> pd.DataFrame:
@@ -41,6 +48,30 @@ def _magnetic(root: Path) -> pd.DataFrame:
     from .magnetic import magnetic_tile_samples
 
     return magnetic_tile_samples(root)
+
+
+def _scan_kolektor(root: Path) -> "Scan":
+    from .kolektor import scan_kolektor
+
+    return scan_kolektor(root)
+
+
+def _scan_magnetic(root: Path) -> "Scan":
+    from .magnetic import scan_magnetic_tile
+
+    return scan_magnetic_tile(root)
+
+
+def _kolektor_image(sample_id: str) -> str:
+    from .kolektor import image_file
+
+    return image_file(sample_id)
+
+
+def _magnetic_image(sample_id: str) -> str:
+    from .magnetic import image_file
+
+    return image_file(sample_id)
 
 
 def _synthetic(root: Path) -> pd.DataFrame:
@@ -57,6 +88,8 @@ DATASETS: dict[str, DatasetSpec] = {
         layout="KolektorSDD/kosNN/PartM.jpg with PartM_label.bmp (official) or PartM_label.png",
         source="Tabernik et al. 2019, J. Intell. Manuf.; CC BY-NC-SA 4.0",
         n_folds_default=3,
+        scanner=_scan_kolektor,
+        image_file=_kolektor_image,
     ),
     "magnetictile": DatasetSpec(
         name="magnetictile",
@@ -65,6 +98,8 @@ DATASETS: dict[str, DatasetSpec] = {
         layout="MagneticTile/MT_<Class>/Imgs/<name>.jpg with <name>.png",
         source="Huang, Qiu, Yuan 2018, The Visual Computer; research use",
         n_folds_default=5,
+        scanner=_scan_magnetic,
+        image_file=_magnetic_image,
     ),
     "synthetic": DatasetSpec(
         name="synthetic",
@@ -95,18 +130,26 @@ def dataset_folder(name: str, root: Path | None = None) -> Path:
 
 
 def load_samples(name: str, root: Path | None = None) -> pd.DataFrame:
-    """Read dataset ``name`` from the data root into a sample table.
+    """Read dataset ``name`` from the data root into a sample table, after checking it.
+
+    A real dataset is checked in full first (:func:`defectlib.data.integrity.verify_dataset`:
+    layout, complete decoding, masks, sizes, duplicates); a clean result is remembered for
+    this content, so the check runs once.
 
     Raises
     ------
     DataError
-        If the folder is missing or malformed; the message names the path, the expected
-        layout, and how to get the data.
+        If the folder is missing (the message names the path, the expected layout, and how to
+        get the data), or listing every fault the check found, one line each.
     """
     spec = dataset_spec(name)
     folder = dataset_folder(name, root)
     if not spec.generated and not folder.is_dir():
         raise DataError(missing_data_message(name, folder))
+    if spec.scanner is not None:
+        from .integrity import verify_dataset
+
+        verify_dataset(name, folder)
     return spec.reader(folder)
 
 
