@@ -234,7 +234,12 @@ def test_changing_one_image_changes_the_checksum(tmp_path):
     pixels = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE)
     pixels[0, 0] ^= 0xFF
     cv2.imwrite(str(image), pixels)
-    after = ensure_folds("kolektorsdd", kolektor_samples(root), n_folds=3, seed=0, root=folder)
+    with pytest.raises(DataError) as err:  # changed data is not split anew unless asked
+        ensure_folds("kolektorsdd", kolektor_samples(root), n_folds=3, seed=0, root=folder)
+    assert "image changed: kos04/Part2.jpg" in str(err.value) and "--new-split" in str(err.value)
+    assert len(list(folder.iterdir())) == 1
+    after = ensure_folds("kolektorsdd", kolektor_samples(root), n_folds=3, seed=0, root=folder,
+                         allow_new_split=True)
     assert after.data_checksum != before.data_checksum
     assert after.path != before.path
     assert before.path.is_file() and after.path.is_file()

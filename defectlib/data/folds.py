@@ -6,6 +6,12 @@ SHA-256 in its provenance. The manifest also records a content hash of every ima
 so the manifest's hash pins the data as well as the split. Because the manifest is committed,
 the study's folds do not move if a later scikit-learn changes its splitting algorithm.
 
+Changed data is never split anew silently: when manifests of a dataset exist and none was made
+from the data at hand, :func:`ensure_folds` raises a :class:`~defectlib.errors.DataError` that
+names every sample missing, added or changed against the closest of them, unless the caller
+asks for a new split (``allow_new_split=True``; ``defectlib data folds NAME --new-split``).
+Generated (synthetic) data is exempt: it is remade from its seed.
+
 Grouping: KolektorSDD's group is the ``kosNN`` folder (one commutator), so no part is in train
 and test at once; MagneticTile's group is the image itself. Stratification is on
 ``defect_class`` (KolektorSDD: defective/good; MagneticTile: the six classes), using
@@ -25,7 +31,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from ..atomic import write_csv
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..paths import results_root
 from .io import read_mask
 
@@ -68,11 +74,17 @@ def _file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _mask_sha256(path: str) -> str:
-    # Hash of the binarised pixels, not the file: the official BMP and our PNG masks agree.
-    mask = read_mask(path)
+def mask_sha256(mask: np.ndarray) -> str:
+    """SHA-256 of a binary mask's pixels and shape (not of its file).
+
+    So the official BMP masks and lossless PNG copies of them hash alike.
+    """
     header = f"{mask.shape[0]}x{mask.shape[1]}:".encode()
     return hashlib.sha256(header + np.packbits(mask).tobytes()).hexdigest()
+
+
+def _mask_sha256(path: str) -> str:
+    return mask_sha256(read_mask(path))
 
 
 def content_hashes(table: pd.DataFrame) -> pd.DataFrame:
@@ -133,6 +145,113 @@ def read_manifest(path: str | Path) -> FoldsManifest:
     )
 
 
+#: At most this many samples are named per kind of difference (the rest are counted).
+MAX_NAMED = 20
+
+
+def check_split_parameters(n_folds: int, seed: int) -> None:
+    """Raise :class:`ConfigError` unless ``n_folds >= 2`` and ``seed >= 0`` are integers.
+
+    Examples
+    --------
+    >>> check_split_parameters(3, 0)
+    >>> check_split_parameters(1, 0)
+    Traceback (most recent call last):
+    ...
+    defectlib.errors.ConfigError: folds: the number of folds must be an integer of at least 2, got 1
+    """
+    for value, what, least in ((n_folds, "the number of folds", 2), (seed, "the seed", 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ConfigError(f"folds: {what} must be an integer of at least {least}, got {value!r}")
+
+
+def manifest_differences(manifest: pd.DataFrame, hashes: pd.DataFrame) -> dict[str, list[str]]:
+    """Sample ids missing, added, or with another image or mask than a manifest records.
+
+    Parameters
+    ----------
+    manifest, hashes
+        Tables with ``sample_id``, ``image_sha256`` and ``mask_sha256`` (a manifest, and
+        :func:`content_hashes` of the data at hand).
+
+    Examples
+    --------
+    >>> old = pd.DataFrame({"sample_id": ["a", "b", "c"], "image_sha256": ["1", "2", "3"],
+    ...                     "mask_sha256": ["x", "y", "z"]})
+    >>> new = pd.DataFrame({"sample_id": ["b", "c", "d"], "image_sha256": ["2", "9", "4"],
+    ...                     "mask_sha256": ["q", "z", "w"]})
+    >>> manifest_differences(old, new)
+    {'missing': ['a'], 'added': ['d'], 'image changed': ['c'], 'mask changed': ['b']}
+    """
+    old = manifest.set_index("sample_id")[["image_sha256", "mask_sha256"]]
+    new = hashes.set_index("sample_id")[["image_sha256", "mask_sha256"]]
+    common = old.index.intersection(new.index).sort_values()
+    return {
+        "missing": sorted(set(old.index) - set(new.index)),
+        "added": sorted(set(new.index) - set(old.index)),
+        "image changed": [s for s in common if old.at[s, "image_sha256"] != new.at[s, "image_sha256"]],
+        "mask changed": [s for s in common if old.at[s, "mask_sha256"] != new.at[s, "mask_sha256"]],
+    }
+
+
+def dataset_manifests(dataset: str, folder: str | Path) -> list[Path]:
+    """The folds manifests of ``dataset`` in ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.glob(f"{dataset}-k*-seed*-*.csv")
+        if (m := _MANIFEST_NAME.fullmatch(p.stem)) is not None and m["dataset"] == dataset
+    )
+
+
+def _generated(dataset: str) -> bool:
+    from . import DATASETS
+
+    spec = DATASETS.get(dataset)
+    return spec is not None and spec.generated
+
+
+def _describe(dataset: str, sample_id: str) -> str:
+    from . import DATASETS
+
+    spec = DATASETS.get(dataset)
+    return spec.image_file(sample_id) if spec is not None and spec.image_file is not None else sample_id
+
+
+def changed_data_message(dataset: str, hashes: pd.DataFrame, checksum: str, folder: str | Path) -> str | None:
+    """Why the data at hand may not be split anew, or None when it may.
+
+    It may when ``folder`` holds no manifest of ``dataset``, or one made from this very data
+    (another k or seed of the same data is a new split asked for by name); otherwise the
+    message compares the data with the manifest it differs least from, sample by sample.
+    """
+    manifests = dataset_manifests(dataset, folder)
+    if not manifests or any(p.stem.endswith(f"-{checksum[:12]}") for p in manifests):
+        return None
+    by_checksum = {_MANIFEST_NAME.fullmatch(p.stem)["checksum"]: p for p in manifests}
+    compared = []
+    for path in by_checksum.values():
+        diffs = manifest_differences(pd.read_csv(path, dtype={"sample_id": str}), hashes)
+        compared.append((sum(map(len, diffs.values())), path.name, path, diffs))
+    _, _, path, diffs = min(compared)
+    counts = ", ".join(f"{len(v)} {k}" for k, v in diffs.items() if v)
+    lines = [
+        f"{dataset}: the data is not the data its folds were made from (data checksum "
+        f"{checksum[:12]}, the manifest {path} has {path.stem.rsplit('-', 1)[1]}): {counts}"
+    ]
+    for kind, ids in diffs.items():
+        lines += [f"  {kind}: {_describe(dataset, s)}" for s in ids[:MAX_NAMED]]
+        if len(ids) > MAX_NAMED:
+            lines.append(f"  {kind}: … and {len(ids) - MAX_NAMED} more")
+    lines.append(
+        f"Restore the data the manifest records, or split this data anew on purpose with "
+        f"'defectlib data folds {dataset} --new-split' (ensure_folds(..., allow_new_split=True)); "
+        f"every result then gets a new run key."
+    )
+    return "\n".join(lines)
+
+
 def ensure_folds(
     dataset: str,
     table: pd.DataFrame,
@@ -140,17 +259,44 @@ def ensure_folds(
     n_folds: int,
     seed: int,
     root: str | Path | None = None,
+    allow_new_split: bool = False,
 ) -> FoldsManifest:
     """The folds manifest for this data, k and seed: read if it exists, else made and written.
 
     The file is ``<root>/<dataset>-k<k>-seed<seed>-<data checksum[:12]>.csv`` with root
     defaulting to ``<results>/folds``; it is written atomically.
+
+    Parameters
+    ----------
+    dataset, table
+        The dataset's name and its sample table.
+    n_folds, seed
+        The number of folds (at least 2) and the seed of the split (at least 0).
+    root
+        The folder of the manifests (default ``<results>/folds``).
+    allow_new_split
+        Make a manifest even though ``root`` holds manifests of this dataset made from other
+        data. Without it, that is an error (:func:`changed_data_message`); generated datasets
+        are exempt.
+
+    Raises
+    ------
+    ConfigError
+        For ``n_folds < 2`` or ``seed < 0``.
+    DataError
+        When the data differs from the data of the existing manifests (the message names
+        every sample missing, added or changed), or a manifest does not match its name.
     """
+    check_split_parameters(n_folds, seed)
     hashes = content_hashes(table)
     checksum = data_checksum(hashes)
     folder = Path(root) if root is not None else results_root() / "folds"
     path = folder / f"{dataset}-k{n_folds}-seed{seed}-{checksum[:12]}.csv"
     if not path.is_file():
+        if not allow_new_split and not _generated(dataset):
+            message = changed_data_message(dataset, hashes, checksum, folder)
+            if message:
+                raise DataError(message)
         manifest = table[["sample_id", "label", "group", "defect_class"]].copy()
         manifest.insert(1, "fold", assign_folds(table, n_folds=n_folds, seed=seed))
         manifest = manifest.merge(hashes, on="sample_id", validate="one_to_one")
