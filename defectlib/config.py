@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, ClassVar, Mapping
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .atomic import to_json
 from .errors import ConfigError
@@ -45,7 +45,8 @@ class ExperimentConfig(BaseModel):
     LATE_FIELDS: ClassVar[dict[str, Any]] = {}
 
     profile: str
-    seed: int = 0
+    #: The seed of the run (at least 0).
+    seed: int = Field(default=0, ge=0)
 
     @classmethod
     def parameter_names(cls) -> list[str]:
