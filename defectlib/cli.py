@@ -2,12 +2,14 @@
 
 ::
 
+    defectlib data check [NAME ...]            # decode and check everything, name every fault
     defectlib data summary [NAME ...]          # JSON statistics of the datasets found
     defectlib data download NAME [...]         # fetch, verify (SHA-256) and unpack
     defectlib data folds NAME [--k K]          # write the folds manifest, print its hash
     defectlib book [--profile cpu] [-p K V]    # papermill every notebook, build the book
 
-Errors print one line (or a short block) naming what is wrong, and exit with status 2.
+Errors print one line (or a short block) naming what is wrong, and exit with status 2; an
+operating-system error (a read-only folder, a full disk) names the file.
 """
 
 from __future__ import annotations
@@ -17,28 +19,84 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import DefectlibError
+from .errors import DataError, DefectlibError
 
 
 def _data_root(args: argparse.Namespace) -> Path:
     from .paths import data_root
 
-    return Path(args.root) if args.root else data_root()
+    return Path(args.root).absolute() if args.root else data_root()
+
+
+def _present(names: list[str], root: Path) -> list[str]:
+    """The datasets of ``names`` (default: every real one) whose folder exists; else the error."""
+    from .data import DATASETS, dataset_folder, dataset_spec, missing_data_message
+
+    explicit = bool(names)
+    names = names or [n for n, spec in DATASETS.items() if not spec.generated]
+    present = [n for n in names if dataset_spec(n).generated or dataset_folder(n, root).is_dir()]
+    missing = [n for n in names if n not in present]
+    if (explicit and missing) or not present:
+        # The message names the path, the layout and the fix.
+        raise DataError("\n".join(missing_data_message(n, dataset_folder(n, root)) for n in missing))
+    return present
+
+
+def _verify_all(names: list[str], root: Path) -> None:
+    """Check every dataset of ``names`` (cached), and raise one error listing all their faults."""
+    from .data import dataset_folder, dataset_spec
+    from .data.integrity import verify_dataset
+
+    messages = []
+    for name in names:
+        if dataset_spec(name).scanner is None:
+            continue
+        try:
+            verify_dataset(name, dataset_folder(name, root))
+        except DataError as exc:
+            messages.append(str(exc))
+    if messages:
+        raise DataError("\n".join(messages))
 
 
 def cmd_data_summary(args: argparse.Namespace) -> int:
-    from .data import DATASETS, dataset_folder, load_samples
+    from .data import dataset_folder, load_samples
     from .data.summary import summarize
 
     root = _data_root(args)
-    names = args.names or [n for n, spec in DATASETS.items() if not spec.generated]
-    found = {n: dataset_folder(n, root) for n in names}
-    present = [n for n, folder in found.items() if folder.is_dir() or DATASETS[n].generated]
-    if not present:
-        # Raise the message of the first dataset: it names the path, layout and the fix.
-        load_samples(names[0], root)
-    report = {name: {"path": str(found[name]), **summarize(load_samples(name, root))} for name in present}
+    present = _present(args.names, root)
+    _verify_all(present, root)
+    report = {name: {"path": str(dataset_folder(name, root)), **summarize(load_samples(name, root))} for name in present}
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from .data import dataset_folder, dataset_spec
+    from .data.folds import changed_data_message, data_checksum
+    from .data.integrity import check_dataset, faults_message, remember_clean
+    from .paths import results_root
+
+    root = _data_root(args)
+    messages = []
+    for name in _present(args.names, root):
+        if dataset_spec(name).scanner is None:
+            print(f"{name}: generated data, not checked")
+            continue
+        report = check_dataset(name, dataset_folder(name, root))
+        hashes = report.hashes()
+        checksum = data_checksum(hashes)
+        changed = changed_data_message(name, hashes, checksum, results_root() / "folds") if len(hashes) else None
+        if report.ok and not changed:
+            remember_clean(report)
+            print(f"{name}: OK, {len(report.samples)} images and their masks decoded and checked in "
+                  f"{report.seconds:.1f} s; data checksum {checksum[:12]} ({report.folder})")
+        if not report.ok:
+            messages.append(faults_message(name, report.folder, report.faults))
+        if changed:
+            messages.append(changed)
+    if messages:
+        raise DataError("\n".join(messages))
     return 0
 
 
@@ -59,9 +117,24 @@ def cmd_data_folds(args: argparse.Namespace) -> int:
 
     table = load_samples(args.name, _data_root(args))
     k = args.k or dataset_spec(args.name).n_folds_default
-    manifest = ensure_folds(args.name, table, n_folds=k, seed=args.seed)
+    manifest = ensure_folds(args.name, table, n_folds=k, seed=args.seed, allow_new_split=args.new_split)
     print(json.dumps({"path": str(manifest.path), "sha256": manifest.sha256, "data_checksum": manifest.data_checksum}, indent=2))
     return 0
+
+
+def _at_least(least: int, what: str):
+    """An argparse type: an integer of at least ``least`` (the message names ``what``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{what} must be at least {least}, got {value}")
+        return value
+
+    return parse
 
 
 def _parse_value(text: str):
@@ -155,9 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="defectlib", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    data = sub.add_parser("data", help="datasets: summary, download, folds")
+    data = sub.add_parser("data", help="datasets: check, summary, download, folds")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     root_help = "data root (default: $DEFECTLIB_DATA or ./data)"
+
+    check = data_sub.add_parser("check", help="decode and check every file; name every fault (exit 2 if any)")
+    check.add_argument("names", nargs="*", help="datasets (default: every real dataset found)")
+    check.add_argument("--root", help=root_help)
+    check.set_defaults(func=cmd_data_check)
 
     summary = data_sub.add_parser("summary", help="print JSON statistics per dataset found")
     summary.add_argument("names", nargs="*", help="datasets (default: every real dataset found)")
@@ -174,10 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     folds = data_sub.add_parser("folds", help="write (or check) a folds manifest")
     folds.add_argument("name")
-    folds.add_argument("--k", type=int, help="number of folds (default: the study's)")
-    folds.add_argument("--seed", type=int, default=0)
+    folds.add_argument("--k", type=_at_least(2, "the number of folds"), help="number of folds (default: the study's)")
+    folds.add_argument("--seed", type=_at_least(0, "the seed"), default=0)
     folds.add_argument("--root", help=root_help)
+    folds.add_argument("--new-split", action="store_true",
+                       help="split data that differs from the dataset's existing folds manifests anew "
+                            "(without it, that is an error naming the differences)")
     folds.set_defaults(func=cmd_data_folds)
+
 
     book = sub.add_parser("book", help="execute every notebook with papermill and build the book")
     book.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "paper"])
@@ -217,12 +299,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_error_message(exc: OSError) -> str:
+    """``<file>: <what the system said>`` for an operating-system error.
+
+    Examples
+    --------
+    >>> os_error_message(PermissionError(13, "Permission denied", "/r/folds/x.csv"))
+    '/r/folds/x.csv: Permission denied'
+    """
+    if exc.filename is None:
+        return str(exc)
+    files = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+    return f"{files}: {exc.strerror}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except DefectlibError as exc:
         print(f"defectlib: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read-only folder, a full disk: say which file
+        print(f"defectlib: error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("defectlib: interrupted; finished results are kept, a re-run continues", file=sys.stderr)

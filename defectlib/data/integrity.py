@@ -74,7 +74,10 @@ class Scan:
 
 @dataclass(frozen=True)
 class SampleCheck:
-    """What decoding one sample found: its hashes and size, or None where it failed."""
+    """What decoding one sample found: its hashes and size (None where it failed).
+
+    ``image_sha256`` is of the file's bytes, even when they do not decode.
+    """
 
     sample_id: str
     image_sha256: str | None
@@ -97,11 +100,15 @@ class CheckReport:
         return not self.faults
 
     def hashes(self) -> pd.DataFrame:
-        """``sample_id``, ``image_sha256``, ``mask_sha256`` of every sample that decoded."""
+        """``sample_id``, ``image_sha256``, ``mask_sha256`` of every sample whose image was read.
+
+        A mask that is missing or does not decode has an empty hash, so it differs from any
+        manifest's.
+        """
         rows = [
-            (s.sample_id, s.image_sha256, s.mask_sha256)
+            (s.sample_id, s.image_sha256, s.mask_sha256 or "")
             for s in self.samples
-            if s.image_sha256 is not None and s.mask_sha256 is not None
+            if s.image_sha256 is not None
         ]
         return pd.DataFrame(rows, columns=["sample_id", "image_sha256", "mask_sha256"])
 
@@ -247,11 +254,12 @@ def _image(path: Path) -> tuple[str | None, tuple[int, int] | None, list[Fault]]
     data, fault = _read(path)
     if fault:
         return None, None, [fault]
+    sha = hashlib.sha256(data).hexdigest()
     problem = decode_problem(data)
     if problem:
-        return None, None, [Fault(str(path), problem)]
+        return sha, None, [Fault(str(path), problem)]
     gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-    return hashlib.sha256(data).hexdigest(), gray.shape[:2], []
+    return sha, gray.shape[:2], []
 
 
 def _mask(path: Path) -> tuple[np.ndarray | None, list[Fault]]:
@@ -395,22 +403,39 @@ def _marker(name: str, fingerprint: str) -> Path:
     return cache_root() / "data-checks" / f"{name}-{fingerprint[:16]}.json"
 
 
+def remember_clean(report: CheckReport, fingerprint: str | None = None) -> Path | None:
+    """Record that the folder of a clean ``report`` passed, under ``<cache>/data-checks/``.
+
+    Returns the marker file, or None when the report has faults or the marker cannot be
+    written (a read-only cache: the check then simply runs again next time).
+    """
+    from ..atomic import write_json
+
+    if not report.ok:
+        return None
+    fingerprint = fingerprint or folder_fingerprint(report.folder)
+    marker = _marker(report.dataset, fingerprint)
+    try:
+        write_json(marker, {"dataset": report.dataset, "folder": str(report.folder), "fingerprint": fingerprint,
+                            "samples": len(report.samples), "faults": 0, "check_version": CHECK_VERSION})
+    except OSError:
+        return None
+    return marker
+
+
 def verify_dataset(name: str, folder: str | Path) -> Path | None:
     """Check dataset ``name`` in ``folder`` unless this very content was found clean before.
 
     Returns
     -------
     pathlib.Path or None
-        The marker file that records the clean check (None if it could not be written, for
-        example in a read-only cache; the check then runs again next time).
+        The marker file that records the clean check (None if it could not be written).
 
     Raises
     ------
     DataError
         Listing every fault (:func:`check_dataset`), one line each.
     """
-    from ..atomic import write_json
-
     folder = Path(folder)
     fingerprint = folder_fingerprint(folder)
     marker = _marker(name, fingerprint)
@@ -418,9 +443,4 @@ def verify_dataset(name: str, folder: str | Path) -> Path | None:
         return marker
     report = check_dataset(name, folder)
     raise_faults(name, folder, report.faults)
-    try:
-        write_json(marker, {"dataset": name, "folder": str(folder), "fingerprint": fingerprint,
-                            "samples": len(report.samples), "faults": 0, "check_version": CHECK_VERSION})
-    except OSError:
-        return None
-    return marker
+    return remember_clean(report, fingerprint)
