@@ -19,6 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from . import grid_cli
+from .config import DEFAULT_PROFILE, PROFILE_NAMES
 from .errors import DataError, DefectlibError
 
 
@@ -260,9 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "(without it, that is an error naming the differences)")
     folds.set_defaults(func=cmd_data_folds)
 
+    grid_cli.add_parser(sub)
 
     book = sub.add_parser("book", help="execute every notebook with papermill and build the book")
-    book.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "paper"])
+    book.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILE_NAMES))
     book.add_argument("-p", "--parameter", dest="parameters", nargs=2, action="append", default=[],
                       metavar=("NAME", "VALUE"),
                       help="override a notebook parameter in every notebook that declares it (repeatable)")

@@ -6,10 +6,12 @@ of the named profiles:
 
 ``smoke``
     Synthetic data, tiny images, seconds per notebook: for tests and CI.
-``cpu``
-    Real data at reduced resolution and epochs, sized so the whole study runs on a 2-core CPU.
+``converged``
+    The book's default: real data, at reduced resolution where the paper's would not fit a CPU,
+    trained until the validation curves flatten (tens of CPU-hours for the whole study,
+    computed once by ``defectlib grid`` and cached).
 ``paper``
-    The papers' settings, meant for a GPU.
+    The papers' resolutions and lengths, meant for a GPU.
 
 A notebook's papermill parameters are ``profile`` plus any field of its config; a parameter
 left at ``None`` takes the profile's value. Unknown names and wrong types raise
@@ -26,7 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .atomic import to_json
 from .errors import ConfigError
 
-PROFILE_NAMES = ("smoke", "cpu", "paper")
+PROFILE_NAMES = ("smoke", "converged", "paper")
+#: The profile the book is built with.
+DEFAULT_PROFILE = "converged"
 
 
 class ExperimentConfig(BaseModel):
@@ -38,11 +42,6 @@ class ExperimentConfig(BaseModel):
     EXPERIMENT: ClassVar[str] = ""
     #: Field values of each named profile (fields not named take their defaults).
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {name: {} for name in PROFILE_NAMES}
-
-    #: Fields added after results were committed, each with the value it stands at in those
-    #: results: left out of :meth:`to_dict` (and so of the run key) while they hold that value,
-    #: so that adding one kept the keys of the existing results.
-    LATE_FIELDS: ClassVar[dict[str, Any]] = {}
 
     profile: str
     #: The seed of the run (at least 0).
@@ -84,9 +83,6 @@ class ExperimentConfig(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         values = self.model_dump(mode="json")
-        for name, old in self.LATE_FIELDS.items():
-            if name in values and values[name] == old:
-                del values[name]
         return {"experiment": self.EXPERIMENT, **values}
 
     def digest(self) -> str:

@@ -40,13 +40,16 @@ from . import atomic
 from .config import ExperimentConfig
 from .data.folds import FoldsManifest
 from .paths import project_root, results_root
-from .precision import native_bfloat16
 
 PROVENANCE = "provenance.json"
 _PACKAGES = (
     "defectlib", "torch", "torchvision", "numpy", "opencv-python-headless", "scikit-learn",
     "pandas", "segmentation-models-pytorch", "papermill",
 )
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _manifest_info(manifest: "str | FoldsManifest") -> dict[str, Any]:
@@ -135,9 +138,7 @@ def device_info() -> dict[str, Any]:
             info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    # Whether bfloat16 autocast runs natively here (defectlib.precision): it sets the speed of
-    # the cpu profile's bfloat16 cells, and their last bits.
-    info["bf16_native"] = native_bfloat16("cuda" if torch.cuda.is_available() else "cpu")
+    info["hostname"] = platform.node()
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -169,7 +170,8 @@ class Run:
     >>> run = Run(C(profile="smoke"), {"d": "00"}, root=tempfile.mkdtemp())
     >>> run.complete, run.has_part("fold0")
     (False, False)
-    >>> run.save_part("fold0", pd.DataFrame({"sample_id": ["a"], "fold": [0], "label": [1], "score": [0.9]}))
+    >>> run.save_part("fold0", pd.DataFrame({"sample_id": ["a"], "fold": [0], "label": [1], "score": [0.9]}),
+    ...               seconds=1.5)
     >>> result = run.finish(run.load_parts(), {"f1": 1.0})
     >>> run.complete, result.metrics
     (True, {'f1': 1.0})
@@ -188,8 +190,6 @@ class Run:
         self.manifests = {name: _manifest_info(m) for name, m in manifests.items()}
         self.key = run_key(config, manifests)
         self.path = Path(root or results_root()) / config.EXPERIMENT / self.key
-        self._clock = time.perf_counter()
-        self._started = dt.datetime.now(dt.timezone.utc)
         # The code that runs is the code at the start (files edited later do not change it).
         self._git = git_state()
 
@@ -204,12 +204,22 @@ class Run:
     def has_part(self, name: str) -> bool:
         return self._part(name).is_file()
 
-    def save_part(self, name: str, table: pd.DataFrame) -> None:
-        """Save one finished piece (atomically), with the wall time it took."""
-        elapsed = time.perf_counter() - self._clock
-        atomic.write_json(self.path / "parts" / f"{name}.json", {"wall_time_s": round(elapsed, 3)})
+    def save_part(self, name: str, table: pd.DataFrame, *, seconds: float, checks: Mapping[str, Any] | None = None) -> None:
+        """Save one finished piece (atomically): its table, the seconds of computation it took,
+        where and when it finished, the code that made it, and its ``checks``."""
+        info = {"wall_time_s": round(float(seconds), 3), "finished_utc": _now(), "git": self._git,
+                "device": device_info(), "checks": dict(checks or {})}
+        atomic.write_json(self.path / "parts" / f"{name}.json", info)
         atomic.write_csv(self._part(name), table)
-        self._clock = time.perf_counter()
+
+    def part_info(self) -> dict[str, dict[str, Any]]:
+        """The JSON record of every saved part, by name."""
+        return {p.stem: json.loads(p.read_text()) for p in sorted((self.path / "parts").glob("*.json"))
+                if self._part(p.stem).is_file()}
+
+    def part_checks(self) -> dict[str, dict[str, Any]]:
+        """The ``checks`` of every saved part, by name."""
+        return {name: info.get("checks", {}) for name, info in self.part_info().items()}
 
     def load_part(self, name: str) -> pd.DataFrame:
         return pd.read_csv(self._part(name), dtype={"sample_id": str})
@@ -223,10 +233,7 @@ class Run:
 
     # -- finishing --------------------------------------------------------------------------
     def _wall_time(self) -> float:
-        earlier = sum(
-            json.loads(p.read_text())["wall_time_s"] for p in (self.path / "parts").glob("*.json")
-        )
-        return round(earlier + time.perf_counter() - self._clock, 3)
+        return round(sum(info["wall_time_s"] for info in self.part_info().values()), 3)
 
     def finish(
         self,
@@ -246,8 +253,10 @@ class Run:
             "git": self._git,
             "packages": package_versions(),
             "device": device_info(),
-            "started_utc": self._started.isoformat(timespec="seconds"),
-            "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "parts": {name: {k: info.get(k) for k in ("wall_time_s", "finished_utc")} | {
+                "commit": info.get("git", {}).get("commit"), "cpu_model": info.get("device", {}).get("cpu_model")}
+                for name, info in self.part_info().items()},
+            "finished_utc": _now(),
             "wall_time_s": self._wall_time(),
             **(dict(extra) if extra else {}),
         }

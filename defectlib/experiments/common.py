@@ -2,55 +2,121 @@
 
 :func:`one_of` and :func:`all_of` build field types that accept only names from a set (a
 model, a dataset; a list of them), so a config rejects a misspelt name at once, with the
-choices in the message. :func:`cross_validate` is the resumable k-fold loop of a grid cell:
-train and test every fold not yet saved, then finish the run (or read a finished one back).
+choices in the message. :func:`fold_split` carves a fold's validation groups out of its
+training folds. :func:`cross_validate` is the resumable k-fold loop of a grid cell: every fold
+not yet saved is trained (under a lock, so two processes never train the same fold, and from
+its last checkpoint when one exists), then the cell is finished (or a finished one read back).
 """
 
 from __future__ import annotations
 
+import shutil
+import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from pydantic import AfterValidator, model_validator
+from pydantic import AfterValidator, Field
+from sklearn.model_selection import StratifiedGroupKFold
 from tqdm.auto import tqdm
 
-from ..allocator import heap_policy, retain_freed_memory
 from ..config import ExperimentConfig
 from ..data import load_samples
 from ..data.folds import ensure_folds
+from ..locks import FileLock
+from ..paths import cache_root
 from ..results import Run, RunResult
+from ..seeding import seed_everything
 
-#: ``train_fold(cfg, table, folds, fold, current, *, progress)``: the test fold's samples table.
-TrainFold = Callable[..., pd.DataFrame]
+#: A fold whose scores on the validation or test images have a standard deviation under this
+#: is flagged ``constant_output`` and counted as failed.
+CONSTANT_STD = 0.05
 
 
 class CrossValidatedConfig(ExperimentConfig):
     """A grid cell tested by k-fold cross-validation (:func:`cross_validate`).
 
-    Subclasses define ``dataset``, ``n_folds`` and ``folds_seed``. ``test_folds`` (default
-    None: all) runs only some of the folds as test folds, each still trained on all the
-    others: a cheaper run for a check (the performance chapter's budget comparisons), never
-    a replacement for the full cell.
+    Subclasses define ``dataset``, ``n_folds`` and ``folds_seed``. Every fold holds out
+    ``val_fraction`` of its training groups as validation images (:func:`fold_split`): the
+    networks never train on them; they are scored every ``eval_every`` steps, which is how the
+    recipes were chosen and how a reader sees that training reached its plateau.
     """
 
-    LATE_FIELDS: ClassVar[dict] = {"test_folds": None}
+    #: Share of each fold's training groups held out for validation (stratified by class).
+    val_fraction: float = Field(default=0.2, gt=0, lt=0.5)
+    #: Steps between validation passes (0: only after the last step).
+    eval_every: int = Field(default=250, ge=0)
 
-    test_folds: list[int] | None = None
 
-    @model_validator(mode="after")
-    def _test_folds(self):
-        folds = self.test_folds
-        if folds is not None and (
-            not folds or len(set(folds)) != len(folds) or not all(0 <= f < self.n_folds for f in folds)
-        ):
-            raise ValueError(f"test_folds must be distinct fold numbers in 0..{self.n_folds - 1}, got {folds}")
-        return self
+@dataclass
+class FoldData:
+    """The sample tables of one fold: training, validation (carved from training) and test."""
 
-    def fold_numbers(self) -> list[int]:
-        """The test folds this config runs (all by default)."""
-        return list(self.test_folds) if self.test_folds is not None else list(range(self.n_folds))
+    fold: int
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+
+
+@dataclass
+class FoldOutcome:
+    """What an experiment's ``train_fold`` returns: the test samples' table, the seconds of
+    computation it took (over every process that worked on the fold, resumes included) and
+    per-fold checks (for instance ``constant_output``)."""
+
+    part: pd.DataFrame
+    seconds: float
+    checks: dict[str, Any] = field(default_factory=dict)
+
+
+#: ``train_fold(cfg, data, current, *, checkpoints, progress) -> FoldOutcome``.
+TrainFold = Callable[..., FoldOutcome]
+
+
+def fold_split(table: pd.DataFrame, folds: np.ndarray, fold: int, *, val_fraction: float,
+               seed: int = 0) -> FoldData:
+    """Training, validation and test tables of test fold ``fold``.
+
+    The validation groups are one split of :class:`~sklearn.model_selection.StratifiedGroupKFold`
+    with ``round(1 / val_fraction)`` splits over the training rows (grouped by ``group``,
+    stratified by ``defect_class``, shuffled with ``seed + fold``): a pure function of the
+    folds manifest, so every run of a fold holds out the same images and no part is in two sets.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"group": [f"g{i // 2}" for i in range(40)],
+    ...                   "defect_class": ["bad" if i % 4 == 0 else "good" for i in range(40)]})
+    >>> folds = np.arange(40) // 2 % 4
+    >>> d = fold_split(t, folds, 0, val_fraction=0.25)
+    >>> len(d.train), len(d.val), len(d.test)
+    (22, 8, 10)
+    >>> set(d.val["group"]) & set(d.train["group"])
+    set()
+    """
+    train_all, test = table[folds != fold], table[folds == fold]
+    n_splits = max(2, int(round(1 / val_fraction)))
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed + fold)
+    _, val_idx = next(splitter.split(np.zeros(len(train_all)), train_all["defect_class"],
+                                     groups=train_all["group"]))
+    val_mask = np.zeros(len(train_all), bool)
+    val_mask[val_idx] = True
+    return FoldData(fold=fold, train=train_all[~val_mask], val=train_all[val_mask], test=test)
+
+
+def constant_output(scores, *, limit: float = CONSTANT_STD) -> bool:
+    """Whether ``scores`` are (nearly) constant: standard deviation under ``limit``.
+
+    Examples
+    --------
+    >>> constant_output([0.503, 0.502, 0.504]), constant_output([0.1, 0.9])
+    (True, False)
+    """
+    values = np.asarray(scores, dtype=float)
+    values = values[np.isfinite(values)]
+    return bool(len(values) < 2 or values.std() < limit)
 
 
 def device() -> str:
@@ -198,17 +264,78 @@ def cell_folds(cfg, memo: dict | None = None) -> tuple[pd.DataFrame, Any]:
     return found
 
 
-def _cell_run(cfg, memo: dict | None = None) -> tuple[pd.DataFrame, Any, Run]:
-    """A cell's samples table, folds manifest (made on first use) and run folder."""
-    table, manifest = cell_folds(cfg, memo)
-    return table, manifest, Run(cfg, {cfg.dataset: manifest})
+def cell_run(cfg, memo: dict | None = None) -> Run:
+    """The run folder of a cell (its folds manifest made on first use)."""
+    _, manifest = cell_folds(cfg, memo)
+    return Run(cfg, {cfg.dataset: manifest})
 
 
 def cached_result(cfg, *, memo: dict | None = None) -> RunResult | None:
     """The finished run of a cross-validated cell if it is in the results cache, else None
     (nothing is trained). ``memo``: as :func:`cell_folds`."""
-    current = _cell_run(cfg, memo)[2]
+    current = cell_run(cfg, memo)
     return current.load() if current.complete else None
+
+
+def checkpoint_dir(current: Run, fold: int) -> Path:
+    """Where a fold's checkpoints live: ``<cache>/checkpoints/<experiment>/<run key>/fold<k>``."""
+    return cache_root() / "checkpoints" / current.config.EXPERIMENT / current.key / f"fold{fold}"
+
+
+def lock_path(current: Run, name: str) -> Path:
+    """The lock file of a piece of a run (``fold3``, ``finish``), under the cache."""
+    return cache_root() / "locks" / current.config.EXPERIMENT / f"{current.key}-{name}.lock"
+
+
+def train_one_fold(cfg, train_fold: TrainFold, fold: int, *, wait: bool = True, progress: bool = True,
+                   memo: dict | None = None) -> str:
+    """Train and save test fold ``fold`` of a cell unless it is saved or being trained.
+
+    Returns what happened: ``"saved"`` (it was already), ``"busy"`` (another process holds
+    its lock and ``wait`` is False) or ``"trained"``. With ``wait`` a process that finds the
+    fold locked waits for the other one to finish it.
+    """
+    table, manifest = cell_folds(cfg, memo)
+    current = Run(cfg, {cfg.dataset: manifest})
+    name = f"fold{fold}"
+    if current.complete or current.has_part(name):
+        return "saved"
+    with FileLock(lock_path(current, name), wait=wait,
+                  waiting=f"waiting for another process that is training {cfg.EXPERIMENT} {current.key} {name}") as held:
+        if not held:
+            return "busy"
+        if current.complete or current.has_part(name):
+            return "saved"
+        seed_everything(cfg.seed)
+        data = fold_split(table, manifest.folds_of(table), fold, val_fraction=cfg.val_fraction, seed=cfg.folds_seed)
+        outcome = train_fold(cfg, data, current, checkpoints=checkpoint_dir(current, fold), progress=progress)
+        current.save_part(name, outcome.part, seconds=outcome.seconds, checks=outcome.checks)
+        shutil.rmtree(checkpoint_dir(current, fold), ignore_errors=True)
+    return "trained"
+
+
+def finish_cell(cfg, metrics: Callable[[pd.DataFrame], dict], *, record_pretrained: bool = False,
+                memo: dict | None = None) -> RunResult | None:
+    """Finish a cell whose folds are all saved (once, under a lock); None while folds are missing."""
+    current = cell_run(cfg, memo)
+    if current.complete:
+        return current.load()
+    folds = list(range(cfg.n_folds))
+    if not all(current.has_part(f"fold{f}") for f in folds):
+        return None
+    with FileLock(lock_path(current, "finish"), wait=True):
+        if current.complete:
+            return current.load()
+        samples = current.load_parts()
+        checks = current.part_checks()
+        result = {**metrics(samples)}
+        failed = sorted(int(name.removeprefix("fold")) for name, c in checks.items() if c.get("constant_output"))
+        result["fold_checks"] = {name.removeprefix("fold"): c for name, c in sorted(checks.items())}
+        result["failed_folds"] = failed
+        extra = {"device_used": device()}
+        if record_pretrained:
+            extra["pretrained"] = _pretrained(current, folds)
+        return current.finish(samples, result, extra=extra)
 
 
 def cross_validate(
@@ -223,44 +350,37 @@ def cross_validate(
     """Train and test one cell over all folds, resumably (or read it from the results cache).
 
     The folds are those of the dataset's folds manifest (made on first use). A fold whose
-    part is saved is not trained again, so an interrupted cell continues where it stopped;
-    a finished cell is read back without training.
+    part is saved is not trained again, and a fold stopped part-way resumes from its last
+    checkpoint, so an interrupted cell continues where it stopped; a fold another process is
+    training is waited for; a finished cell is read back without training.
 
     Parameters
     ----------
-    cfg : ExperimentConfig
+    cfg : CrossValidatedConfig
         The cell's config, with fields ``dataset``, ``n_folds`` and ``folds_seed``.
     train_fold : callable
-        ``train_fold(cfg, table, folds, fold, current, progress=progress)`` trains on the
-        other folds, tests on ``fold`` and returns the test samples' table (it may save
-        artifacts through ``current``).
+        ``train_fold(cfg, data, current, checkpoints=..., progress=...) -> FoldOutcome``:
+        trains on ``data.train`` (validating on ``data.val``), tests on ``data.test``.
     metrics : callable
-        ``metrics(samples) -> dict`` of all folds' samples together: the run's metrics.
+        ``metrics(samples) -> dict`` of all folds' samples together: the run's metrics (to
+        which ``fold_checks`` and ``failed_folds`` are added).
     desc : str
         Label of the progress bar over the folds.
-    progress : bool, optional
-        Show progress bars.
     record_pretrained : bool, optional
         Record in the provenance, under ``pretrained``, the weights the networks started
         from (every fold's ``pretrained`` artifact; one value when all folds agree).
-
-    Returns
-    -------
-    RunResult
-        The finished run; its provenance also holds ``device_used`` and ``heap``
-        (:func:`defectlib.allocator.heap_policy` while it trained).
     """
-    table, manifest, current = _cell_run(cfg)
+    memo: dict = {}
+    current = cell_run(cfg, memo)
     if current.complete:
         return current.load()
-    retain_freed_memory()  # a speed lever only: the arithmetic is the same (defectlib.allocator)
-    folds = manifest.folds_of(table)
-    fold_numbers = cfg.fold_numbers() if hasattr(cfg, "fold_numbers") else list(range(cfg.n_folds))
-    for fold in tqdm(fold_numbers, desc=desc, disable=not progress):
-        if not current.has_part(f"fold{fold}"):
-            current.save_part(f"fold{fold}", train_fold(cfg, table, folds, fold, current, progress=progress))
-    samples = current.load_parts()
-    extra = {"device_used": device(), "heap": heap_policy()}
-    if record_pretrained:
-        extra["pretrained"] = _pretrained(current, fold_numbers)
-    return current.finish(samples, metrics(samples), extra=extra)
+    for fold in tqdm(range(cfg.n_folds), desc=desc, disable=not progress):
+        train_one_fold(cfg, train_fold, fold, wait=True, progress=progress, memo=memo)
+    return finish_cell(cfg, metrics, record_pretrained=record_pretrained, memo=memo)
+
+
+def timed(fn: Callable, *args, **kwargs) -> tuple[Any, float]:
+    """``fn(*args, **kwargs)`` and the seconds it took."""
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start

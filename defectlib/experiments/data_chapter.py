@@ -39,7 +39,7 @@ class DataConfig(ExperimentConfig):
     EXPERIMENT: ClassVar[str] = "data"
     PROFILES: ClassVar[dict] = {
         "smoke": {"datasets": ["synthetic"]},
-        "cpu": {"datasets": ["kolektorsdd", "magnetictile"]},
+        "converged": {"datasets": ["kolektorsdd", "magnetictile"]},
         "paper": {"datasets": ["kolektorsdd", "magnetictile"]},
     }
 

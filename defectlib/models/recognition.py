@@ -37,7 +37,7 @@ from torchvision.models import resnet50
 from .baselines import find_resnet50_weights
 
 __all__ = ["BlockDetector", "block_detector", "resnet50_classifier", "block_labels", "image_scores",
-           "RECOGNITION_MODELS", "BLOCK"]
+           "BLOCK"]
 
 #: Side of the square image area one output cell of DR stands for at the network input.
 BLOCK = 32
@@ -98,9 +98,6 @@ class ResNet50Classifier(nn.Module):
 def resnet50_classifier(**kwargs) -> ResNet50Classifier:
     """The ResNet-50 image classifier of the paper's comparison."""
     return ResNet50Classifier(**kwargs)
-
-
-RECOGNITION_MODELS = {"dr": block_detector, "resnet50": resnet50_classifier}
 
 
 def block_labels(mask: Tensor, grid: tuple[int, int]) -> Tensor:

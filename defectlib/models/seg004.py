@@ -67,8 +67,6 @@ from .baselines import _BiasedPooling, find_resnet50_weights, load_resnet50_into
 __all__ = [
     "DeepLabV3PlusFull",
     "ImprovedDeepLabV3Plus",
-    "SEG004_MODELS",
-    "build_seg004",
     "crop_boxes",
     "deeplabv3plus_full",
     "improved_deeplabv3plus",
@@ -295,18 +293,6 @@ class ImprovedDeepLabV3Plus(nn.Module):
 def improved_deeplabv3plus(**kwargs) -> ImprovedDeepLabV3Plus:
     """The improved DeepLabv3+ (branch on, ASPP off unless asked otherwise)."""
     return ImprovedDeepLabV3Plus(**kwargs)
-
-
-SEG004_MODELS = {"deeplabv3plus": deeplabv3plus_full, "improved": improved_deeplabv3plus}
-
-
-def build_seg004(name: str, *, branch: bool = True, aspp: bool = False, **kwargs) -> nn.Module:
-    """``deeplabv3plus`` or ``improved`` (with its ``branch`` / ``aspp`` switches)."""
-    if name == "deeplabv3plus":
-        return deeplabv3plus_full(**kwargs)
-    if name == "improved":
-        return improved_deeplabv3plus(branch=branch, aspp=aspp, **kwargs)
-    raise ValueError(f"unknown seed-004 segmentation model {name!r}; choose one of {', '.join(SEG004_MODELS)}")
 
 
 def parameter_count(model: nn.Module, prefixes: Sequence[str] | None = None) -> int:

@@ -1,26 +1,31 @@
-"""Training: the alternating sampler, seed 000's two-stage (segmentation, then classifier) loop,
-and seed 004's recognition training (pair batches, DR block selection)."""
+"""Training: one loop (:mod:`.loop`: schedule, validation, checkpoints, resume) and the
+trainers of each paper: seed 000's two stages (:mod:`.seg000`), seed 004's recognition
+(:mod:`.rec004`) and segmentation (:mod:`.seg004`); the samplers they draw batches with."""
 
-from .recognition import PairBatchSampler, predict_recognition, select_blocks, train_recognition
+from .loop import Checkpoint, History, Schedule, fit, plan_batches
+from .rec004 import PairBatchSampler, predict_recognition, select_blocks, train_recognition
 from .sampler import AlternatingSampler
+from .seg000 import freeze, predict, seg_targets, train_classifier, train_segmentation
 from .seg004 import BalancedBatchSampler, predict_seg004, random_crop_box, train_seg004
-from .two_stage import LOG_EVERY, freeze, predict, seg_targets, train_classifier, train_segmentation
 
 __all__ = [
     "AlternatingSampler",
-    "LOG_EVERY",
+    "BalancedBatchSampler",
+    "Checkpoint",
+    "History",
     "PairBatchSampler",
+    "Schedule",
+    "fit",
     "freeze",
+    "plan_batches",
     "predict",
     "predict_recognition",
+    "predict_seg004",
+    "random_crop_box",
     "seg_targets",
     "select_blocks",
     "train_classifier",
     "train_recognition",
-    "train_segmentation",
-    # seed 004, segmentation
-    "BalancedBatchSampler",
-    "predict_seg004",
-    "random_crop_box",
     "train_seg004",
+    "train_segmentation",
 ]

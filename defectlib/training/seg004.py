@@ -15,16 +15,16 @@ whole image. Both get the same batches (same ``seed``), optimiser and number of 
 Loss (the paper's eq. 8): the mean binary cross-entropy of the per-pixel defect logit over the
 crop's pixels (the two-class cross-entropy of the paper, with one logit), plus L2 through
 Adam's ``weight_decay`` (the gradient of ``λ Σ w²`` with ``λ = weight_decay / 2``, on every
-parameter). The paper trains "until the loss converges"; here a fixed number of steps.
+parameter); optionally plus a soft Dice term (:func:`soft_dice_loss`), a deviation that lets
+the networks learn MagneticTile's tiny defects, where cross-entropy alone is minimised by
+predicting nothing. Training runs through :func:`~defectlib.training.loop.fit` (schedule,
+validation, checkpoints); the paper trains "until the loss converges".
 
 Crop boxes have their corners on multiples of ``align`` input pixels (16 by default, the
 backbone's output stride), so the backbone's feature maps are cut exactly; a crop larger than
-the image is the whole image. ``seed`` fixes the batches (the sampler's generator), the crop
-boxes (a second generator, seeded ``seed + CROP_STREAM``) and the data-loader workers'
-seeds; model initialisation follows torch's global RNG, which the caller seeds.
-
-A non-finite loss raises :class:`FloatingPointError` before that step's update (as in
-:mod:`defectlib.training.two_stage`).
+the image is the whole image. ``seed`` fixes the batches (the sampler's generator) and the crop
+boxes (a second generator, seeded ``seed + CROP_STREAM``, saved with checkpoints); model
+initialisation follows torch's global RNG, which the caller seeds.
 """
 
 from __future__ import annotations
@@ -36,15 +36,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 from tqdm.auto import tqdm
 
 from ..models.fuse import inference_model
-from ..seeding import torch_generator, worker_init_fn
+from ..seeding import torch_generator
+from .loop import Checkpoint, History, Schedule, dataset_labels, fit, ordered_loader, plan_batches
 from .sampler import _as_labels
-from .two_stage import LOG_EVERY, _check_steps, _labels, _optimise, _run, _test_loader, autocast
 
-__all__ = ["BalancedBatchSampler", "CROP_STREAM", "crop_loss", "predict_seg004", "random_crop_box", "train_seg004"]
+__all__ = ["BalancedBatchSampler", "CROP_STREAM", "crop_loss", "predict_seg004", "random_crop_box",
+           "soft_dice_loss", "train_seg004"]
 
 #: Offset of the crop generator's seed from the training seed.
 CROP_STREAM = 104729
@@ -123,8 +124,28 @@ def _crop_mask(mask: torch.Tensor, boxes) -> torch.Tensor:
     return torch.stack([mask[i, :, t:t + h, l:l + w] for i, (t, l, h, w) in enumerate(boxes)])
 
 
-def crop_loss(model: nn.Module, image: torch.Tensor, mask: torch.Tensor, boxes=None) -> torch.Tensor:
-    """Mean binary cross-entropy over the pixels of the crops (``boxes``, one per image) only.
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, *, eps: float = 1.0) -> torch.Tensor:
+    """``1 - 2 |P ∩ T| / (|P| + |T|)`` of the sigmoid map ``P`` and the mask ``T``, over the
+    whole batch (so a batch of defect-free images with an empty prediction costs nothing).
+
+    Examples
+    --------
+    >>> t = torch.zeros(1, 1, 4, 4); t[..., :2, :2] = 1
+    >>> round(float(soft_dice_loss(torch.where(t > 0, 20.0, -20.0), t)), 3)
+    0.0
+    >>> round(float(soft_dice_loss(torch.full_like(t, -20.0), t)), 3)
+    0.8
+    """
+    prob = torch.sigmoid(logits.float())
+    target = target.float()
+    overlap = (prob * target).sum()
+    return 1 - (2 * overlap + eps) / (prob.sum() + target.sum() + eps)
+
+
+def crop_loss(model: nn.Module, image: torch.Tensor, mask: torch.Tensor, boxes=None, *,
+              dice_weight: float = 0.0) -> torch.Tensor:
+    """Mean binary cross-entropy (plus ``dice_weight`` × :func:`soft_dice_loss`) over the
+    pixels of the crops (``boxes``, one per image) only.
 
     ``boxes=None``: the whole image. The mask outside the boxes does not enter the loss.
     """
@@ -134,27 +155,29 @@ def crop_loss(model: nn.Module, image: torch.Tensor, mask: torch.Tensor, boxes=N
         logits, target = model(image, crop=boxes), _crop_mask(mask, boxes)
     if logits.shape != target.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ")
-    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+    loss = F.binary_cross_entropy_with_logits(logits.float(), target.float())
+    if dice_weight:
+        loss = loss + dice_weight * soft_dice_loss(logits, target)
+    return loss
 
 
-def train_seg004(model: nn.Module, dataset, *, steps: int, lr: float, weight_decay: float = 0.0,
-                 crop_size=None, pairs_per_batch: int = 1, seed: int, device="cpu", num_workers: int = 0,
-                 amp: bool = False, progress: bool = True, log_every: int = LOG_EVERY) -> list[float]:
-    """Train ``model`` for ``steps`` Adam steps of ``pairs_per_batch`` defective + as many
-    defect-free images; returns the per-step losses.
+def train_seg004(model: nn.Module, dataset, *, schedule: Schedule, weight_decay: float = 0.0, crop_size=None,
+                 pairs_per_batch: int = 1, dice_weight: float = 0.0, seed: int, device="cpu", evaluate=None,
+                 eval_every: int = 0, checkpoint: Checkpoint | None = None, progress: bool = True) -> History:
+    """Train ``model`` on batches of ``pairs_per_batch`` defective + as many defect-free images;
+    returns the training history.
 
     ``crop_size=(h, w)``: local image input (the model must accept ``crop``), loss on the crops
-    only. ``crop_size=None``: whole images (plain DeepLabv3+). ``amp``: the forward pass under
-    bfloat16 autocast (:func:`~defectlib.training.two_stage.autocast`; the loss in float32).
+    only. ``crop_size=None``: whole images (plain DeepLabv3+). ``dice_weight``: the weight of a
+    soft Dice term added to the cross-entropy (0: the paper's loss).
     """
     name = "train_seg004"
-    _check_steps(name, steps, pairs_per_batch, lr, log_every)
     if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
         raise ValueError(f"{name}: weight_decay must be a non-negative number, got {weight_decay!r}")
     if crop_size is not None and not getattr(model, "supports_crop", False):
         raise ValueError(f"{name}: {type(model).__name__} takes no crop; train it with crop_size=None")
     model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.Adam(model.parameters(), lr=schedule.lr, weight_decay=weight_decay)
     crops = torch_generator(seed + CROP_STREAM)
 
     def step_fn(batch) -> torch.Tensor:
@@ -163,21 +186,19 @@ def train_seg004(model: nn.Module, dataset, *, steps: int, lr: float, weight_dec
         if crop_size is not None:
             h, w = image.shape[-2:]
             boxes = [random_crop_box(h, w, crop_size, crops) for _ in range(len(image))]
-        with autocast(device, amp):
-            loss = crop_loss(model, image, mask, boxes)
-        return _optimise(optimizer, loss)
+        return crop_loss(model, image, mask, boxes, dice_weight=dice_weight)
 
-    sampler = BalancedBatchSampler(_labels(dataset), n=pairs_per_batch, num_batches=steps,
+    sampler = BalancedBatchSampler(dataset_labels(dataset), n=pairs_per_batch, num_batches=schedule.steps,
                                    generator=torch_generator(seed))
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, worker_init_fn=worker_init_fn,
-                        generator=torch_generator(seed))
-    return _run(name, loader, step_fn, steps=steps, lr=lr, progress=progress, log_every=log_every)
+    return fit(name, models=[model], optimizer=optimizer, dataset=dataset, plan=plan_batches(sampler),
+               step_fn=step_fn, schedule=schedule, evaluate=evaluate, eval_every=eval_every,
+               checkpoint=checkpoint, generators={"crops": crops}, progress=progress)
 
 
 def predict_seg004(model: nn.Module, dataset, *, threshold: float = 0.5, device="cpu", batch_size: int = 4,
-                   num_workers: int = 0, keep_maps: bool = False, amp: bool = False, progress: bool = True):
-    """Segment every item of ``dataset`` in order, whole images in both paths (eval mode;
-    ``amp``: bfloat16 autocast, probabilities computed in float32).
+                   keep_maps: bool = False, progress: bool = True):
+    """Segment every item of ``dataset`` in order, whole images in both paths (on an
+    eval-mode copy of ``model``).
 
     Returns
     -------
@@ -187,14 +208,13 @@ def predict_seg004(model: nn.Module, dataset, *, threshold: float = 0.5, device=
         ``prob_max`` (the map's maximum). With ``keep_maps`` also ``{index: map}``, the
         probability map ``(H, W)`` as float16.
     """
-    model = inference_model(model.to(device).eval())  # BatchNorm folded: same function, faster
-    loader = _test_loader(dataset, batch_size=batch_size, num_workers=num_workers)
+    model = inference_model(model.to(device))  # BatchNorm folded: same function, faster
     rows: list[dict] = []
     maps: dict[int, np.ndarray] = {}
     with torch.inference_mode():
-        for batch in tqdm(loader, desc="predict", leave=False, disable=not progress):
-            with autocast(device, amp):
-                logits = model(batch["image"].to(device))
+        for batch in tqdm(ordered_loader(dataset, batch_size=batch_size), desc="predict", leave=False,
+                          disable=not progress):
+            logits = model(batch["image"].to(device))
             prob = torch.sigmoid(logits.float())
             target = batch["mask"].to(device) > 0
             if prob.shape != target.shape:

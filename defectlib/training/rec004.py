@@ -25,13 +25,13 @@ the image) cannot give blocks to DR: where the defect lies is unknown, so none o
 is known to be defective *or* normal. They stay in the batches (both networks see the same
 images; ResNet-50 learns from their label) but contribute no block to DR's loss.
 
-Randomness: ``seed`` fixes the pair order (the sampler's generator), the block selection (a
-second generator, seeded ``seed + BLOCK_STREAM``) and the data-loader workers' seeds; model
+Randomness: ``seed`` fixes the pair order (the sampler's generator) and the block selection (a
+second generator, seeded ``seed + BLOCK_STREAM``, saved with checkpoints); model
 initialisation and augmentation in the main process follow torch's global RNG, which the
 caller seeds (:func:`defectlib.seeding.seed_everything`).
 
-A non-finite loss raises :class:`FloatingPointError` (as in
-:mod:`defectlib.training.two_stage`), before that step's update.
+Training runs through :func:`~defectlib.training.loop.fit` (learning-rate schedule, validation,
+checkpoints); a non-finite loss raises :class:`FloatingPointError` before that step's update.
 """
 
 from __future__ import annotations
@@ -44,14 +44,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 from tqdm.auto import tqdm
 
 from ..models.fuse import inference_model
 from ..models.recognition import block_labels, image_scores
-from ..seeding import torch_generator, worker_init_fn
+from ..seeding import torch_generator
+from .loop import Checkpoint, History, Schedule, dataset_labels, fit, ordered_loader, plan_batches
 from .sampler import _as_labels
-from .two_stage import LOG_EVERY, _labels, _optimise, _run, _test_loader, autocast
 
 __all__ = ["METHODS", "PairBatchSampler", "select_blocks", "train_recognition", "predict_recognition",
            "recognition_loss"]
@@ -214,11 +214,11 @@ def _check_positive(name: str, key: str, value) -> None:
         raise ValueError(f"{name}: {key} must be a positive int, got {value!r}")
 
 
-def train_recognition(model: nn.Module, dataset, *, method: str, steps: int, lr: float,
-                      weight_decay: float = 0.0, pairs_per_batch: int, blocks_per_class: int = 16,
-                      seed: int, device="cpu", num_workers: int = 0, amp: bool = False,
-                      progress: bool = True, log_every: int = LOG_EVERY) -> list[float]:
-    """Train DR or the ResNet-50 classifier for ``steps`` pair batches; return per-step losses.
+def train_recognition(model: nn.Module, dataset, *, method: str, schedule: Schedule, weight_decay: float = 0.0,
+                      pairs_per_batch: int, blocks_per_class: int = 16, seed: int, device="cpu",
+                      evaluate=None, eval_every: int = 0, checkpoint: Checkpoint | None = None,
+                      progress: bool = True) -> History:
+    """Train DR or the ResNet-50 classifier on pair batches; return the training history.
 
     Parameters
     ----------
@@ -229,17 +229,17 @@ def train_recognition(model: nn.Module, dataset, *, method: str, steps: int, lr:
         A :class:`~defectlib.data.dataset.SurfaceDataset` (its ``transform`` augments).
     method
         ``"dr"`` or ``"resnet50"`` (the loss; see the module notes).
-    steps, lr, weight_decay
-        Adam updates, learning rate, and the L2 term (Adam's ``weight_decay``).
+    schedule, weight_decay
+        Steps and learning rates (:class:`~defectlib.training.loop.Schedule`), and the L2
+        term (Adam's ``weight_decay``).
     pairs_per_batch
         (defective, defect-free) pairs per batch.
     blocks_per_class
         DR only: the most defective blocks (and as many normal ones) per batch.
     seed
-        Pair order, block selection and worker seeds.
-    amp
-        Forward passes under bfloat16 autocast (:func:`~defectlib.training.two_stage.autocast`);
-        the loss is computed in float32.
+        Pair order and block selection.
+    evaluate, eval_every, checkpoint
+        As :func:`~defectlib.training.loop.fit`.
 
     Raises
     ------
@@ -249,36 +249,31 @@ def train_recognition(model: nn.Module, dataset, *, method: str, steps: int, lr:
     name = f"train_recognition[{method}]"
     if method not in METHODS:
         raise ValueError(f"{name}: unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    for key, value in (("steps", steps), ("pairs_per_batch", pairs_per_batch),
-                       ("blocks_per_class", blocks_per_class), ("log_every", log_every)):
+    for key, value in (("pairs_per_batch", pairs_per_batch), ("blocks_per_class", blocks_per_class)):
         _check_positive(name, key, value)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"{name}: lr must be a positive finite number, got {lr!r}")
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not (
             math.isfinite(weight_decay) and weight_decay >= 0):
         raise ValueError(f"{name}: weight_decay must be a finite number >= 0, got {weight_decay!r}")
 
     model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sampler = PairBatchSampler(_labels(dataset), pairs_per_batch=pairs_per_batch, num_batches=steps,
-                               generator=torch_generator(seed))
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                        worker_init_fn=worker_init_fn, generator=torch_generator(seed))
+    optimizer = torch.optim.Adam(model.parameters(), lr=schedule.lr, weight_decay=weight_decay)
+    sampler = PairBatchSampler(dataset_labels(dataset), pairs_per_batch=pairs_per_batch,
+                               num_batches=schedule.steps, generator=torch_generator(seed))
     blocks = torch_generator(seed + BLOCK_STREAM)
 
     def step_fn(batch) -> torch.Tensor:
-        with autocast(device, amp):
-            output = model(batch["image"].to(device))
-        loss = recognition_loss(output, {"mask": batch["mask"], "label": batch["label"]}, method=method,
+        output = model(batch["image"].to(device))
+        return recognition_loss(output, {"mask": batch["mask"], "label": batch["label"]}, method=method,
                                 blocks_per_class=blocks_per_class, generator=blocks)
-        return _optimise(optimizer, loss)
 
-    return _run(name, loader, step_fn, steps=steps, lr=lr, progress=progress, log_every=log_every)
+    return fit(name, models=[model], optimizer=optimizer, dataset=dataset, plan=plan_batches(sampler),
+               step_fn=step_fn, schedule=schedule, evaluate=evaluate, eval_every=eval_every,
+               checkpoint=checkpoint, generators={"blocks": blocks}, progress=progress)
 
 
-def predict_recognition(model: nn.Module, dataset, *, device="cpu", batch_size: int = 8,
-                        num_workers: int = 0, amp: bool = False, progress: bool = True) -> pd.DataFrame:
-    """Score every item of ``dataset`` in order (model in eval mode; ``amp``: bfloat16 autocast).
+def predict_recognition(model: nn.Module, dataset, *, device="cpu", batch_size: int = 8, threshold: float = 0.5,
+                        progress: bool = True) -> pd.DataFrame:
+    """Score every item of ``dataset`` in order (on an eval-mode copy of ``model``).
 
     The forward passes run on :func:`~defectlib.models.fuse.inference_model`'s copy (BatchNorm
     folded into the convolutions: the same function to float rounding, faster).
@@ -286,18 +281,30 @@ def predict_recognition(model: nn.Module, dataset, *, device="cpu", batch_size: 
     Returns
     -------
     pandas.DataFrame
-        ``index`` (the dataset index = row of ``dataset.table``) and ``score``, the defect
+        ``index`` (the dataset index = row of ``dataset.table``), ``score``, the defect
         probability of the image (classifier) or of its most defective block (DR)
-        (:func:`~defectlib.models.recognition.image_scores`).
+        (:func:`~defectlib.models.recognition.image_scores`); for DR also ``normal_blocks``
+        (blocks with no mask pixel) and ``fp_blocks`` (those among them called defective at
+        ``threshold``), the counts of the block-level false-positive rate.
     """
     _check_positive("predict_recognition", "batch_size", batch_size)
-    model = inference_model(model.to(device).eval())
-    loader = _test_loader(dataset, batch_size=batch_size, num_workers=num_workers)
+    model = inference_model(model.to(device))
     rows: list[dict] = []
     with torch.inference_mode():
-        for batch in tqdm(loader, desc="predict", leave=False, disable=not progress):
-            with autocast(device, amp):
-                output = model(batch["image"].to(device))
-            scores = image_scores(output.float()).cpu()
-            rows += [{"index": int(i), "score": float(s)} for i, s in zip(batch["index"].tolist(), scores)]
-    return pd.DataFrame(rows, columns=["index", "score"])
+        for batch in tqdm(ordered_loader(dataset, batch_size=batch_size), desc="predict", leave=False,
+                          disable=not progress):
+            output = model(batch["image"].to(device)).float()
+            scores = image_scores(output).cpu()
+            if output.ndim == 4:
+                normal = block_labels(batch["mask"].to(output.device), tuple(output.shape[-2:])) == 0
+                called = torch.softmax(output, dim=1)[:, 1] >= threshold
+                n_normal = normal.flatten(1).sum(1).cpu()
+                n_fp = (normal & called).flatten(1).sum(1).cpu()
+            else:
+                n_normal = n_fp = torch.full((len(scores),), -1)
+            rows += [{"index": int(i), "score": float(s), "normal_blocks": int(a), "fp_blocks": int(b)}
+                     for i, s, a, b in zip(batch["index"].tolist(), scores, n_normal, n_fp)]
+    table = pd.DataFrame(rows, columns=["index", "score", "normal_blocks", "fp_blocks"])
+    if (table["normal_blocks"] < 0).all():
+        table = table.drop(columns=["normal_blocks", "fp_blocks"])
+    return table

@@ -1,0 +1,109 @@
+"""``defectlib grid``: compute the study's grid in the background, and see where it stands.
+
+::
+
+    defectlib grid start [--profile converged] [--workers 2]   # detached workers, one thread each
+    defectlib grid run [--profile converged] [--experiment E]   # one worker in the foreground
+    defectlib grid status [--profile converged]                 # done, running, left, CPU-hours
+
+Workers take folds under locks, so any number can run at once and none trains a fold twice;
+a stopped worker's fold resumes from its last checkpoint when a worker next reaches it. Logs go
+to ``<cache>/grid/<profile>-worker<N>.log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from .config import DEFAULT_PROFILE, PROFILE_NAMES
+
+
+def _cells(args: argparse.Namespace) -> list:
+    from .experiments.grid import study_cells
+
+    cells = study_cells(args.profile)
+    if args.experiment:
+        cells = [c for c in cells if c.EXPERIMENT in args.experiment]
+    return cells
+
+
+def cmd_grid_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .experiments.grid import run_worker
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        torch.set_num_interop_threads(args.threads)
+    counts = run_worker(_cells(args), commit=args.commit, progress=not args.quiet,
+                        log=lambda text: print(text, flush=True))
+    print(f"grid {args.profile}: {counts['trained']} folds trained, {counts['busy']} left to other workers, "
+          f"{counts['finished']} cells finished", flush=True)
+    return 0
+
+
+def cmd_grid_start(args: argparse.Namespace) -> int:
+    from .paths import cache_root
+
+    folder = cache_root() / "grid"
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "defectlib", "grid", "run", "--profile", args.profile, "--threads", "1", "--quiet"]
+    for name in args.experiment or []:
+        command += ["--experiment", name]
+    if args.commit:
+        command.append("--commit")
+    for worker in range(args.workers):
+        log = folder / f"{args.profile}-worker{worker}.log"
+        with open(log, "a") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env=env, start_new_session=True)
+        print(f"worker {worker}: pid {process.pid}, log {log}")
+    print(f"see progress with: defectlib grid status --profile {args.profile}")
+    return 0
+
+
+def cmd_grid_status(args: argparse.Namespace) -> int:
+    import math
+
+    from .experiments.grid import grid_status
+
+    table = grid_status(_cells(args))
+    if table.empty:
+        print(f"grid {args.profile}: no cells")
+        return 0
+    for row in table.itertuples():
+        left = "?" if math.isnan(row.hours_left) else f"{row.hours_left:.1f}"
+        print(f"{row.state:<8} {row.saved}/{row.folds}{' +' + str(row.running) if row.running else '':<3} "
+              f"{row.cpu_hours:6.2f} h done, {left:>5} h left  {row.cell}  ({row.key})")
+    done = int((table["state"] == "done").sum())
+    known = table["hours_left"].dropna()
+    unknown = int(table["hours_left"].isna().sum())
+    print(f"grid {args.profile}: {done} of {len(table)} cells done, {int(table['saved'].sum())} of "
+          f"{int(table['folds'].sum())} folds saved, {table['cpu_hours'].sum():.1f} CPU-hours so far; "
+          f"about {known.sum():.1f} CPU-hours left" + (f" plus {unknown} cells of networks not yet timed" if unknown else ""))
+    return 0
+
+
+def add_parser(sub) -> None:
+    """Register ``grid run``, ``grid start`` and ``grid status`` on the ``defectlib`` parser."""
+    grid = sub.add_parser("grid", help="compute the study's grid (background workers) and report on it")
+    grid_sub = grid.add_subparsers(dest="grid_command", required=True)
+    for name, func, text in (("run", cmd_grid_run, "train every missing fold, in the foreground"),
+                             ("start", cmd_grid_start, "start background workers (one thread each)"),
+                             ("status", cmd_grid_status, "what is done, running and left")):
+        p = grid_sub.add_parser(name, help=text)
+        p.add_argument("--profile", default=DEFAULT_PROFILE, choices=[n for n in PROFILE_NAMES])
+        p.add_argument("--experiment", action="append", choices=["seg000", "rec004", "seg004"],
+                       help="only this experiment's cells (repeatable)")
+        if name != "status":
+            p.add_argument("--commit", action="store_true", help="commit every saved fold and finished cell to git")
+        if name == "run":
+            p.add_argument("--threads", type=int, default=None, help="torch threads (the grid's workers use 1)")
+            p.add_argument("--quiet", action="store_true", help="no progress bars (the log keeps one line a fold)")
+        if name == "start":
+            p.add_argument("--workers", type=int, default=2, help="processes (default 2: one per core)")
+        p.set_defaults(func=func)

@@ -1,0 +1,172 @@
+"""Seed 000's two-stage training: segmentation first, then a classifier on the frozen net.
+
+Stage 1 (:func:`train_segmentation`) trains the segmentation network alone with pixel-wise
+binary cross-entropy between its 1/8-resolution map and the (dilated) mask reduced to that
+size (:func:`seg_targets`). Stage 2 (:func:`train_classifier`) freezes it (:func:`freeze`) and
+trains the classification network on its features and map with binary cross-entropy on the
+image label. :func:`predict` scores a dataset.
+
+Both stages use Adam, the learning rate of a :class:`~defectlib.training.loop.Schedule`, and
+the :class:`~defectlib.training.sampler.AlternatingSampler` (defective and defect-free images
+alternated, so both classes are seen equally often); they run through
+:func:`~defectlib.training.loop.fit`, so they validate, checkpoint and resume alike.
+
+Models are duck-typed:
+
+* ``segnet(x) -> (features, logits)`` (a ``SegOutput`` NamedTuple or any 2-tuple): features
+  ``(N, C, h, w)``, logits ``(N, 1, h, w)``;
+* ``classifier(features, logits) -> (N,)`` pre-sigmoid logits (``(N, 1)`` is accepted).
+
+``seed`` fixes the sample order; model initialisation follows torch's global RNG, which the
+caller seeds (:func:`defectlib.seeding.seed_everything`) before building the models.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..models.fuse import inference_model
+from ..seeding import torch_generator
+from .loop import Checkpoint, History, Schedule, dataset_labels, fit, ordered_loader, plan_batches
+from .sampler import AlternatingSampler
+
+
+def seg_targets(mask: torch.Tensor, size) -> torch.Tensor:
+    """The mask ``(N, 1, H, W)`` reduced to the segmentation map's ``size = (h, w)``.
+
+    A map cell is defective (1) if **any** mask pixel in it is (adaptive max pooling). An
+    average or nearest-neighbour resize would turn a 1–2 pixel wide crack into cells of value
+    ≤ 1/8 or drop it altogether; max pooling keeps every defect, at the price of slightly
+    fattening it.
+
+    Examples
+    --------
+    >>> m = torch.zeros(1, 1, 16, 8); m[0, 0, 5, 3] = 1
+    >>> seg_targets(m, (2, 1)).flatten().tolist()
+    [1.0, 0.0]
+    """
+    if mask.ndim != 4:
+        raise ValueError(f"mask must be (N, 1, H, W), got shape {tuple(mask.shape)}")
+    size = tuple(int(s) for s in size)
+    if len(size) != 2:
+        raise ValueError(f"size must be (h, w), got {size}")
+    return F.adaptive_max_pool2d(mask.float(), size)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Stop ``module`` from learning: no parameter requires grad, and eval mode (so
+    batch-norm running statistics and dropout are fixed too). Returns the module."""
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    module.eval()
+    return module
+
+
+def alternating_plan(dataset, *, steps: int, batch_size: int, seed: int) -> list[list[int]]:
+    """``steps`` batches of the :class:`AlternatingSampler` stream of ``dataset``, seeded."""
+    sampler = AlternatingSampler(dataset_labels(dataset), num_samples=steps * batch_size,
+                                 generator=torch_generator(seed))
+    return plan_batches(sampler, batch_size=batch_size)
+
+
+def _classifier_logit(classifier: nn.Module, features, logits, n: int) -> torch.Tensor:
+    out = classifier(features, logits)
+    if out.numel() != n:
+        raise ValueError(f"the classifier must return one logit per image ({n}), got shape {tuple(out.shape)}")
+    return out.reshape(n)
+
+
+def train_segmentation(segnet: nn.Module, dataset, *, schedule: Schedule, seed: int, batch_size: int = 1,
+                       device="cpu", evaluate=None, eval_every: int = 0, checkpoint: Checkpoint | None = None,
+                       progress: bool = True) -> History:
+    """Train ``segnet`` alone: Adam at ``schedule``'s learning rates, binary cross-entropy
+    between its map logits and :func:`seg_targets` of the mask, on alternating batches.
+
+    Returns the :class:`~defectlib.training.loop.History` (per-step losses, validation records).
+    """
+    segnet.to(device).train()
+    optimizer = torch.optim.Adam(segnet.parameters(), lr=schedule.lr)
+
+    def step_fn(batch) -> torch.Tensor:
+        _, logits = segnet(batch["image"].to(device))
+        return F.binary_cross_entropy_with_logits(logits.float(), seg_targets(batch["mask"].to(device), logits.shape[-2:]))
+
+    return fit("segmentation", models=[segnet], optimizer=optimizer, dataset=dataset,
+               plan=alternating_plan(dataset, steps=schedule.steps, batch_size=batch_size, seed=seed),
+               step_fn=step_fn, schedule=schedule, evaluate=evaluate, eval_every=eval_every,
+               checkpoint=checkpoint, progress=progress)
+
+
+def train_classifier(segnet: nn.Module, classifier: nn.Module, dataset, *, schedule: Schedule, seed: int,
+                     batch_size: int = 1, device="cpu", evaluate=None, eval_every: int = 0,
+                     checkpoint: Checkpoint | None = None, progress: bool = True) -> History:
+    """Train ``classifier`` on the frozen ``segnet``'s ``(features, logits)``.
+
+    ``segnet`` is :func:`freeze`-d (in place, and it stays frozen); its forward passes run on
+    :func:`~defectlib.models.fuse.inference_model`'s copy (BatchNorm folded: the same function
+    to float rounding, faster) without gradients. Only the classifier's parameters are given to
+    Adam. Loss: binary cross-entropy between the classifier's logit and the image label.
+    The sample order is drawn from ``seed + 1``, so the stages see different sequences.
+    """
+    frozen = inference_model(freeze(segnet.to(device)))
+    classifier.to(device).train()
+    optimizer = torch.optim.Adam([p for p in classifier.parameters() if p.requires_grad], lr=schedule.lr)
+
+    def step_fn(batch) -> torch.Tensor:
+        image = batch["image"].to(device)
+        label = batch["label"].to(device).float()
+        with torch.no_grad():
+            features, logits = frozen(image)
+        logit = _classifier_logit(classifier, features, logits, len(label))
+        return F.binary_cross_entropy_with_logits(logit.float(), label)
+
+    return fit("classifier", models=[classifier], optimizer=optimizer, dataset=dataset,
+               plan=alternating_plan(dataset, steps=schedule.steps, batch_size=batch_size, seed=seed + 1),
+               step_fn=step_fn, schedule=schedule, evaluate=evaluate, eval_every=eval_every,
+               checkpoint=checkpoint, progress=progress)
+
+
+def predict(segnet: nn.Module, classifier: nn.Module | None, dataset, *, device="cpu", batch_size: int = 1,
+            keep_maps: bool = False, progress: bool = True):
+    """Score every item of ``dataset`` in order (the modules themselves are left as they are).
+
+    The forward passes run on :func:`~defectlib.models.fuse.inference_model`'s copies of the
+    networks (BatchNorm folded into the convolutions: the same function to float rounding).
+
+    Returns
+    -------
+    pandas.DataFrame, or (DataFrame, dict) with ``keep_maps=True``
+        One row per item: ``index`` (the dataset index = row of ``dataset.table``), ``score``
+        (sigmoid of the classifier logit, the defect probability; NaN without a classifier)
+        and ``seg_max`` (maximum of the sigmoid segmentation map). With ``keep_maps`` also
+        ``{index: map}``, the sigmoid segmentation map ``(h, w)`` as a float16 NumPy array.
+    """
+    segnet = inference_model(segnet.to(device))
+    classifier = inference_model(classifier.to(device)) if classifier is not None else None
+    rows: list[dict] = []
+    maps: dict[int, np.ndarray] = {}
+    with torch.inference_mode():
+        for batch in tqdm(ordered_loader(dataset, batch_size=batch_size), desc="predict", leave=False,
+                          disable=not progress):
+            image = batch["image"].to(device)
+            features, logits = segnet(image)
+            if classifier is not None:
+                score = torch.sigmoid(_classifier_logit(classifier, features, logits, len(image)).float()).cpu()
+            else:
+                score = torch.full((len(image),), float("nan"))
+            prob = torch.sigmoid(logits.float())
+            seg_max = prob.amax(dim=(1, 2, 3)).cpu()
+            for i, index in enumerate(batch["index"].tolist()):
+                rows.append({"index": int(index), "score": float(score[i]), "seg_max": float(seg_max[i])})
+                if keep_maps:
+                    maps[int(index)] = prob[i, 0].cpu().numpy().astype(np.float16)
+    table = pd.DataFrame(rows, columns=["index", "score", "seg_max"])
+    return (table, maps) if keep_maps else table
+
+
+__all__ = ["alternating_plan", "freeze", "predict", "seg_targets", "train_classifier", "train_segmentation"]
