@@ -118,3 +118,25 @@ def run(cfg: DataConfig) -> RunResult:
             "folds": {str(f): {k: int(v) for k, v in r.items()} for f, r in per_fold.iterrows()},
         }
     return current.finish(samples, metrics)
+
+
+def data_checksums(result: RunResult) -> pd.DataFrame:
+    """The data the chapter's numbers were computed from: each dataset's folds manifest and checksum.
+
+    The data checksum is the SHA-256 over every sample's image and mask hash
+    (:func:`defectlib.data.folds.data_checksum`); ``defectlib data check`` prints the first 12
+    hex digits of the checksum of the data at hand, so a copy can be compared with the book's.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per dataset: ``folds manifest`` (file name) and ``data checksum``.
+    """
+    manifests = result.provenance["folds_manifests"]
+    return pd.DataFrame(
+        {
+            "folds manifest": [info.get("file", "") for info in manifests.values()],
+            "data checksum": [info.get("data_checksum", "") for info in manifests.values()],
+        },
+        index=pd.Index(list(manifests), name="dataset"),
+    )
