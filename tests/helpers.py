@@ -25,17 +25,19 @@ needs_magnetic = pytest.mark.skipif(not (REAL / "MagneticTile").is_dir(), reason
 def interrupt_fold_once(monkeypatch, module, fold: int = 1) -> list[int]:
     """Make ``module._train_fold`` raise ``KeyboardInterrupt`` the first time it reaches ``fold``.
 
-    Returns the list of folds it is called for, filled in as the cell runs: so a test can
-    interrupt a grid cell halfway, run it again and check which folds trained again.
+    ``_train_fold(cfg, data, current, **kw)`` gets the fold's :class:`FoldData` (``data.fold``
+    is the test fold). Returns the list of folds it is called for, filled in as the cell runs:
+    so a test can interrupt a grid cell halfway, run it again and check which folds trained
+    again.
     """
     calls: list[int] = []
     original = module._train_fold
 
-    def flaky(cfg, table, folds, current_fold, current, **kw):
-        calls.append(current_fold)
-        if current_fold == fold and calls.count(fold) == 1:
+    def flaky(cfg, data, current, **kw):
+        calls.append(data.fold)
+        if data.fold == fold and calls.count(fold) == 1:
             raise KeyboardInterrupt  # an interruption halfway through the cell
-        return original(cfg, table, folds, current_fold, current, **kw)
+        return original(cfg, data, current, **kw)
 
     monkeypatch.setattr(module, "_train_fold", flaky)
     return calls

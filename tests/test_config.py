@@ -8,7 +8,7 @@ import pydantic
 import pytest
 
 import defectlib.config
-from defectlib.config import PROFILE_NAMES, ExperimentConfig, notebook_config
+from defectlib.config import DEFAULT_PROFILE, PROFILE_NAMES, ExperimentConfig, notebook_config
 from defectlib.errors import ConfigError, DefectlibError
 from defectlib.experiments.data_chapter import DataConfig
 
@@ -19,7 +19,7 @@ class ToyConfig(ExperimentConfig):
     EXPERIMENT: ClassVar[str] = "toy"
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"epochs": 1, "lr": 0.1, "backbone": "tiny", "size": [16, 16]},
-        "cpu": {"epochs": 5, "lr": 0.01, "backbone": "resnet18", "size": [64, 64]},
+        "converged": {"epochs": 5, "lr": 0.01, "backbone": "resnet18", "size": [64, 64]},
         "paper": {"epochs": 100, "lr": 0.001, "backbone": "resnet50", "size": [512, 1408]},
     }
 
@@ -53,8 +53,34 @@ KERNEL_NAMES = {
 
 
 def test_profile_names_are_the_documented_three():
-    assert PROFILE_NAMES == ("smoke", "cpu", "paper")
+    assert PROFILE_NAMES == ("smoke", "converged", "paper")
     assert set(ExperimentConfig.PROFILES) == set(PROFILE_NAMES)
+
+
+def test_the_book_is_built_with_the_converged_profile_and_cpu_is_gone():
+    assert DEFAULT_PROFILE == "converged" and DEFAULT_PROFILE in PROFILE_NAMES
+    with pytest.raises(ConfigError, match="unknown profile 'cpu'"):
+        DataConfig.from_profile("cpu")
+
+
+def test_cross_validated_configs_hold_out_validation_groups_and_dropped_fields_are_unknown():
+    from defectlib.experiments.common import CrossValidatedConfig
+    from defectlib.experiments.rec004 import Rec004Config
+    from defectlib.experiments.seg000 import Seg000Config
+    from defectlib.experiments.seg004 import Seg004Config
+
+    for cls in (Seg000Config, Rec004Config, Seg004Config):
+        assert issubclass(cls, CrossValidatedConfig)
+        for profile in PROFILE_NAMES:
+            cfg = cls.from_profile(profile)
+            assert 0 < cfg.val_fraction < 0.5 and cfg.eval_every >= 0 and 0 <= cfg.warmup < 1
+        assert not hasattr(cls, "LATE_FIELDS") and not hasattr(cls, "fold_numbers")
+        for gone in ("test_folds", "amp", "num_workers"):
+            with pytest.raises(ConfigError, match=f"unknown parameter.*{gone}"):
+                cls.from_profile("smoke", **{gone: 1})
+    for bad in ({"val_fraction": 0.0}, {"val_fraction": 0.5}, {"eval_every": -1}, {"warmup": 1.0}):
+        with pytest.raises(ConfigError, match="seg000"):
+            Seg000Config.from_profile("smoke", **bad)
 
 
 @pytest.mark.parametrize("profile", PROFILE_NAMES)
@@ -78,9 +104,9 @@ def test_profile_values_differ_between_profiles():
 
 
 def test_overrides_win_over_profile_and_defaults():
-    cfg = ToyConfig.from_profile("cpu", epochs=7, lr=0.25, backbone="vgg", size=[3, 4], batch=9, seed=11)
+    cfg = ToyConfig.from_profile("converged", epochs=7, lr=0.25, backbone="vgg", size=[3, 4], batch=9, seed=11)
     assert (cfg.epochs, cfg.lr, cfg.backbone, cfg.size, cfg.batch, cfg.seed) == (7, 0.25, "vgg", [3, 4], 9, 11)
-    assert cfg.profile == "cpu"
+    assert cfg.profile == "converged"
 
 
 def test_none_override_keeps_profile_value():
@@ -216,7 +242,7 @@ def test_config_is_frozen(field, value):
 
 
 def test_configs_equal_by_value():
-    a, b = ToyConfig.from_profile("cpu", seed=3), ToyConfig.from_profile("cpu", seed=3)
+    a, b = ToyConfig.from_profile("converged", seed=3), ToyConfig.from_profile("converged", seed=3)
     assert a == b
     assert a is not b
 
@@ -232,8 +258,8 @@ def notebook(**parameters):
 
 
 def test_notebook_config_defaults_from_parameters_cell():
-    namespace, before = notebook(profile="cpu", epochs=None, lr=None, backbone=None, size=None, seed=None)
-    assert notebook_config(ToyConfig, namespace, before=before) == ToyConfig.from_profile("cpu")
+    namespace, before = notebook(profile="converged", epochs=None, lr=None, backbone=None, size=None, seed=None)
+    assert notebook_config(ToyConfig, namespace, before=before) == ToyConfig.from_profile("converged")
 
 
 def test_notebook_config_injected_values_win():
@@ -288,7 +314,7 @@ def test_notebook_config_profile_defined_before_does_not_count():
 
 def test_notebook_config_unknown_profile_fails():
     namespace, before = notebook(profile="fast")
-    with pytest.raises(ConfigError, match="unknown profile 'fast'; choose one of smoke, cpu, paper"):
+    with pytest.raises(ConfigError, match="unknown profile 'fast'; choose one of smoke, converged, paper"):
         notebook_config(ToyConfig, namespace, before=before)
 
 
@@ -318,7 +344,7 @@ def test_data_config_smoke_uses_synthetic_data():
 @pytest.mark.parametrize("datasets", [["kolektor"], ["kolektorsdd", "MagneticTile"], []])
 def test_data_config_unknown_or_no_dataset_rejected(datasets):
     with pytest.raises(ConfigError, match="datasets") as info:
-        DataConfig.from_profile("cpu", datasets=datasets)
+        DataConfig.from_profile("converged", datasets=datasets)
     # The message lists the known datasets.
     assert "kolektorsdd" in str(info.value) and "magnetictile" in str(info.value)
 
@@ -326,39 +352,39 @@ def test_data_config_unknown_or_no_dataset_rejected(datasets):
 @pytest.mark.parametrize("dilations", [[0, 4], [2], [0, 5, 10], [-1], [-3]])
 def test_data_config_even_or_negative_dilation_rejected(dilations):
     with pytest.raises(ConfigError, match="dilations.*odd"):
-        DataConfig.from_profile("cpu", dilations=dilations)
+        DataConfig.from_profile("converged", dilations=dilations)
 
 
 @pytest.mark.parametrize("dilations", [[0], [1], [0, 1, 3, 5, 21], []])
 def test_data_config_zero_and_odd_dilations_accepted(dilations):
-    assert DataConfig.from_profile("cpu", dilations=dilations).dilations == dilations
+    assert DataConfig.from_profile("converged", dilations=dilations).dilations == dilations
 
 
 def test_data_config_folds_for_defaults():
-    cfg = DataConfig.from_profile("cpu")
+    cfg = DataConfig.from_profile("converged")
     assert cfg.folds_for("kolektorsdd") == 3
     assert cfg.folds_for("magnetictile") == 5
     assert DataConfig.from_profile("smoke").folds_for("synthetic") == 3
 
 
 def test_data_config_folds_for_override():
-    cfg = DataConfig.from_profile("cpu", n_folds=4)
+    cfg = DataConfig.from_profile("converged", n_folds=4)
     assert cfg.folds_for("kolektorsdd") == 4
     assert cfg.folds_for("magnetictile") == 4
 
 
 def test_data_config_wrong_types():
     with pytest.raises(ConfigError, match="n_folds"):
-        DataConfig.from_profile("cpu", n_folds="3")
+        DataConfig.from_profile("converged", n_folds="3")
     with pytest.raises(ConfigError, match="datasets"):
-        DataConfig.from_profile("cpu", datasets="kolektorsdd")
+        DataConfig.from_profile("converged", datasets="kolektorsdd")
     with pytest.raises(ConfigError, match=r"input_size\.0"):
-        DataConfig.from_profile("cpu", input_size=[224.0, 224])
+        DataConfig.from_profile("converged", input_size=[224.0, 224])
 
 
 def test_data_config_unknown_parameter():
     with pytest.raises(ConfigError, match="unknown parameter\\(s\\) dilaton; valid: crop_margin, datasets, dilations"):
-        DataConfig.from_profile("cpu", dilaton=[9])
+        DataConfig.from_profile("converged", dilaton=[9])
 
 
 # -- digest and to_dict ---------------------------------------------------------------------
@@ -370,30 +396,30 @@ def test_to_dict_contains_experiment_and_all_fields():
     assert d["experiment"] == "toy"
     assert set(d) == set(TOY_FIELDS) | {"experiment"}
     assert d["size"] == [16, 16] and d["profile"] == "smoke"
-    assert DataConfig.from_profile("cpu").to_dict()["experiment"] == "data"
+    assert DataConfig.from_profile("converged").to_dict()["experiment"] == "data"
 
 
 def test_digest_stable_for_equal_configs():
-    a = ToyConfig.from_profile("cpu", seed=2)
-    b = ToyConfig(profile="cpu", seed=2, **ToyConfig.PROFILES["cpu"])
+    a = ToyConfig.from_profile("converged", seed=2)
+    b = ToyConfig(profile="converged", seed=2, **ToyConfig.PROFILES["converged"])
     assert a.digest() == b.digest()
     assert a.digest() == a.digest()
     assert len(a.digest()) == 64 and int(a.digest(), 16) >= 0
-    assert DataConfig.from_profile("cpu").digest() == DataConfig.from_profile("cpu").digest()
+    assert DataConfig.from_profile("converged").digest() == DataConfig.from_profile("converged").digest()
 
 
 def test_digest_differs_for_different_configs():
-    base = ToyConfig.from_profile("cpu")
+    base = ToyConfig.from_profile("converged")
     variants = [
         base,
         ToyConfig.from_profile("smoke"),
-        ToyConfig.from_profile("cpu", epochs=6),
-        ToyConfig.from_profile("cpu", lr=0.02),
-        ToyConfig.from_profile("cpu", backbone="resnet34"),
-        ToyConfig.from_profile("cpu", size=[64, 65]),
-        ToyConfig.from_profile("cpu", size=[65, 64]),
-        ToyConfig.from_profile("cpu", batch=5),
-        ToyConfig.from_profile("cpu", seed=1),
+        ToyConfig.from_profile("converged", epochs=6),
+        ToyConfig.from_profile("converged", lr=0.02),
+        ToyConfig.from_profile("converged", backbone="resnet34"),
+        ToyConfig.from_profile("converged", size=[64, 65]),
+        ToyConfig.from_profile("converged", size=[65, 64]),
+        ToyConfig.from_profile("converged", batch=5),
+        ToyConfig.from_profile("converged", seed=1),
     ]
     digests = [v.digest() for v in variants]
     assert len(set(digests)) == len(digests)
@@ -403,14 +429,14 @@ def test_digest_differs_between_experiments_with_same_fields():
     class Other(ToyConfig):
         EXPERIMENT: ClassVar[str] = "other"
 
-    assert Other.from_profile("cpu").digest() != ToyConfig.from_profile("cpu").digest()
+    assert Other.from_profile("converged").digest() != ToyConfig.from_profile("converged").digest()
 
 
 def test_digest_differs_for_data_configs():
-    a = DataConfig.from_profile("cpu")
+    a = DataConfig.from_profile("converged")
     assert a.digest() != DataConfig.from_profile("paper").digest()
-    assert a.digest() != DataConfig.from_profile("cpu", dilations=[0, 5]).digest()
-    assert a.digest() != DataConfig.from_profile("cpu", n_folds=3).digest()
+    assert a.digest() != DataConfig.from_profile("converged", dilations=[0, 5]).digest()
+    assert a.digest() != DataConfig.from_profile("converged", n_folds=3).digest()
 
 
 def test_doctests():
