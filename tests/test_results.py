@@ -5,6 +5,7 @@ import doctest
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 from importlib import metadata
@@ -32,7 +33,7 @@ class ToyConfig(ExperimentConfig):
     EXPERIMENT: ClassVar[str] = "toy"
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"epochs": 1, "size": [8, 8]},
-        "cpu": {"epochs": 3, "size": [32, 32]},
+        "converged": {"epochs": 3, "size": [32, 32]},
         "paper": {"epochs": 50, "size": [512, 512]},
     }
 
@@ -63,33 +64,33 @@ def files_in(folder: Path) -> set[str]:
 
 
 def test_run_key_deterministic_and_profile_prefixed():
-    cfg = ToyConfig.from_profile("cpu")
+    cfg = ToyConfig.from_profile("converged")
     key = run_key(cfg, MANIFESTS)
     assert key == run_key(cfg, MANIFESTS)
     prefix, digest = key.split("-")
-    assert prefix == "cpu"
+    assert prefix == "converged"
     assert len(digest) == 12 and int(digest, 16) >= 0
     assert run_key(ToyConfig.from_profile("paper"), MANIFESTS).startswith("paper-")
 
 
 def test_run_key_equal_for_equal_inputs_built_differently():
-    a = run_key(ToyConfig.from_profile("cpu", lr=0.1), dict(MANIFESTS))
+    a = run_key(ToyConfig.from_profile("converged", lr=0.1), dict(MANIFESTS))
     b = run_key(
-        ToyConfig(profile="cpu", epochs=3, lr=0.1, backbone="tiny", size=[32, 32], seed=0),
+        ToyConfig(profile="converged", epochs=3, lr=0.1, backbone="tiny", size=[32, 32], seed=0),
         {"magnetictile": SHA_B, "kolektorsdd": SHA_A},  # other insertion order
     )
     assert a == b
 
 
 def test_run_key_changes_with_every_config_field():
-    base = ToyConfig.from_profile("cpu")
+    base = ToyConfig.from_profile("converged")
     changed = {
         "profile": ToyConfig(**{**base.model_dump(), "profile": "paper"}),
-        "seed": ToyConfig.from_profile("cpu", seed=1),
-        "epochs": ToyConfig.from_profile("cpu", epochs=4),
-        "lr": ToyConfig.from_profile("cpu", lr=0.2),
-        "backbone": ToyConfig.from_profile("cpu", backbone="big"),
-        "size": ToyConfig.from_profile("cpu", size=[32, 33]),
+        "seed": ToyConfig.from_profile("converged", seed=1),
+        "epochs": ToyConfig.from_profile("converged", epochs=4),
+        "lr": ToyConfig.from_profile("converged", lr=0.2),
+        "backbone": ToyConfig.from_profile("converged", backbone="big"),
+        "size": ToyConfig.from_profile("converged", size=[32, 33]),
     }
     assert set(changed) == set(ToyConfig.model_fields)
     keys = {name: run_key(cfg, MANIFESTS) for name, cfg in changed.items()}
@@ -101,11 +102,11 @@ def test_run_key_changes_with_experiment_name():
     class Other(ToyConfig):
         EXPERIMENT: ClassVar[str] = "other"
 
-    assert run_key(Other.from_profile("cpu"), MANIFESTS) != run_key(ToyConfig.from_profile("cpu"), MANIFESTS)
+    assert run_key(Other.from_profile("converged"), MANIFESTS) != run_key(ToyConfig.from_profile("converged"), MANIFESTS)
 
 
 def test_run_key_changes_with_manifests():
-    cfg = ToyConfig.from_profile("cpu")
+    cfg = ToyConfig.from_profile("converged")
     base = run_key(cfg, MANIFESTS)
     assert run_key(cfg, {**MANIFESTS, "kolektorsdd": "c" * 64}) != base
     assert run_key(cfg, {**MANIFESTS, "magnetictile": SHA_A}) != base
@@ -137,11 +138,11 @@ def test_run_key_same_for_manifest_object_and_its_sha():
 
 
 def test_run_key_independent_of_process_and_hash_seed():
-    cfg = DataConfig.from_profile("cpu", seed=3)
+    cfg = DataConfig.from_profile("converged", seed=3)
     code = (
         "from defectlib.experiments.data_chapter import DataConfig;"
         "from defectlib.results import run_key;"
-        f"print(run_key(DataConfig.from_profile('cpu', seed=3), {MANIFESTS!r}))"
+        f"print(run_key(DataConfig.from_profile('converged', seed=3), {MANIFESTS!r}))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -216,9 +217,12 @@ def test_provenance_contents(finished):
     assert torch.__version__.split("+")[0] == prov["packages"]["torch"]
     assert prov["packages"]["numpy"] == numpy.__version__
     assert prov["packages"]["python"] == ".".join(map(str, sys.version_info[:3]))
-    assert {"platform", "cpu_count", "torch_threads", "cuda"} <= set(prov["device"])
-    assert isinstance(prov["wall_time_s"], float) and prov["wall_time_s"] >= 0
-    assert prov["started_utc"] <= prov["finished_utc"]
+    assert {"platform", "cpu_count", "torch_threads", "cuda", "hostname"} <= set(prov["device"])
+    assert prov["device"]["hostname"] == platform.node()
+    assert "bf16_native" not in prov["device"]  # no bfloat16 anywhere any more
+    assert prov["wall_time_s"] == 0  # no parts: no computation
+    assert "started_utc" not in prov and prov["finished_utc"].endswith("+00:00")
+    assert prov["parts"] == {}
     assert prov["note"] == "hello"
 
 
@@ -256,7 +260,7 @@ def test_load_of_incomplete_run_fails(tmp_path):
     run = Run(ToyConfig.from_profile("smoke"), MANIFESTS, root=tmp_path)
     with pytest.raises(FileNotFoundError, match="not complete"):
         run.load()
-    run.save_part("fold0", fold_table(0))
+    run.save_part("fold0", fold_table(0), seconds=1.0)
     assert not run.complete
     with pytest.raises(FileNotFoundError):
         run.load()
@@ -286,14 +290,6 @@ def test_failure_while_finishing_leaves_run_incomplete(tmp_path, monkeypatch):
 # -- resuming an interrupted run -------------------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
 def experiment(cfg, root, compute):
     """A fake experiment loop over 3 folds, resumable fold by fold like the real ones."""
     run = Run(cfg, MANIFESTS, root=root)
@@ -303,24 +299,22 @@ def experiment(cfg, root, compute):
         name = f"fold{fold}"
         if run.has_part(name):
             continue
-        run.save_part(name, compute(fold))
+        table, seconds = compute(fold)
+        run.save_part(name, table, seconds=seconds, checks={"constant_output": fold == 2})
     samples = run.load_parts()
     return run.finish(samples, {"n": len(samples), "mean_score": samples["score"].mean()})
 
 
-def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
-    clock = FakeClock()
-    monkeypatch.setattr(defectlib.results.time, "perf_counter", clock)
-    cfg = ToyConfig.from_profile("cpu", seed=1)
+def test_interrupted_run_resumes_where_it_stopped(tmp_path):
+    cfg = ToyConfig.from_profile("converged", seed=1)
     calls = []
     attempt = {"n": 1}
 
     def compute(fold):
         calls.append((attempt["n"], fold))
-        clock.now += 10.0  # every fold takes 10 s
         if attempt["n"] == 1 and fold == 1:
             raise KeyboardInterrupt("interrupted in fold 1")
-        return fold_table(fold)
+        return fold_table(fold), 10.0  # every fold takes 10 s of computation
 
     with pytest.raises(KeyboardInterrupt):
         experiment(cfg, tmp_path, compute)
@@ -331,7 +325,11 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     assert not (run.path / PROVENANCE).exists()
     assert not (run.path / "samples.csv").exists() and not (run.path / "metrics.json").exists()
     pd.testing.assert_frame_equal(run.load_part("fold0"), fold_table(0))
-    assert json.loads((run.path / "parts" / "fold0.json").read_text()) == {"wall_time_s": 10.0}
+    info = json.loads((run.path / "parts" / "fold0.json").read_text())
+    assert info["wall_time_s"] == 10.0 and info["checks"] == {"constant_output": False}
+    assert info["git"] == run._git and info["device"]["hostname"] == platform.node()
+    assert info["finished_utc"].endswith("+00:00")
+    assert run.part_info() == {"fold0": info}
 
     attempt["n"] = 2
     result = experiment(cfg, tmp_path, compute)
@@ -344,9 +342,14 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     expected = pd.concat([fold_table(f) for f in range(3)], ignore_index=True)
     pd.testing.assert_frame_equal(samples.sort_values("sample_id", ignore_index=True), expected)
     assert result.metrics["n"] == 12
-    # Wall time: fold0 from the first attempt plus folds 1 and 2 from the second (the
-    # interrupted try of fold 1 is lost), not just the second attempt's 20 s.
+    # Wall time: the saved parts' seconds of computation (the interrupted try of fold 1 is lost).
     assert result.provenance["wall_time_s"] == pytest.approx(30.0)
+    parts = result.provenance["parts"]
+    assert sorted(parts) == ["fold0", "fold1", "fold2"]
+    assert all(p["wall_time_s"] == 10.0 and p["commit"] == run._git["commit"] and p["finished_utc"]
+               for p in parts.values())
+    assert run.part_checks() == {"fold0": {"constant_output": False}, "fold1": {"constant_output": False},
+                                 "fold2": {"constant_output": True}}
 
     # A third attempt finds the run complete and computes nothing.
     attempt["n"] = 3
@@ -355,29 +358,34 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(again.samples, samples)
 
 
-def test_wall_time_includes_time_after_last_part(tmp_path, monkeypatch):
-    clock = FakeClock()
-    monkeypatch.setattr(defectlib.results.time, "perf_counter", clock)
+def test_wall_time_is_the_sum_of_the_parts_seconds(tmp_path):
+    """The seconds a part took are what its trainer measured (resumes included), not the time
+    between saves: two workers saving parts of one run would otherwise count each other's time."""
     run = Run(ToyConfig.from_profile("smoke"), MANIFESTS, root=tmp_path)
-    clock.now += 2.0
-    run.save_part("a", fold_table(0))
-    clock.now += 3.0
-    run.save_part("b", fold_table(1))
-    clock.now += 0.5
-    result = run.finish(run.load_parts(), {})
+    run.save_part("a", fold_table(0), seconds=2.0)
+    run.save_part("b", fold_table(1), seconds=3.5004)
+    assert {name: info["wall_time_s"] for name, info in run.part_info().items()} == {"a": 2.0, "b": 3.5}
+    assert run.part_checks() == {"a": {}, "b": {}}
+    result = Run(ToyConfig.from_profile("smoke"), MANIFESTS, root=tmp_path).finish(run.load_parts(), {})
     assert result.provenance["wall_time_s"] == pytest.approx(5.5)
+    with pytest.raises(TypeError):
+        run.save_part("c", fold_table(2))  # the seconds are required
 
 
-def test_wall_time_without_parts(tmp_path):
-    result = Run(ToyConfig.from_profile("smoke"), MANIFESTS, root=tmp_path).finish(fold_table(0), {})
-    assert 0 <= result.provenance["wall_time_s"] < 60
+def test_part_info_ignores_a_record_without_its_table(tmp_path):
+    run = Run(ToyConfig.from_profile("smoke"), MANIFESTS, root=tmp_path)
+    assert run.part_info() == {} and run.part_checks() == {}
+    run.save_part("fold0", fold_table(0), seconds=1.0, checks={"val_ap": 0.5})
+    (run.path / "parts" / "fold1.json").write_text('{"wall_time_s": 99.0}')  # killed before its table
+    assert list(run.part_info()) == ["fold0"] and run.part_checks() == {"fold0": {"val_ap": 0.5}}
+    assert run.finish(run.load_parts(), {}).provenance["wall_time_s"] == 1.0
 
 
 def test_save_part_overwrites_and_load_parts_concatenates(tmp_path):
     run = Run(ToyConfig.from_profile("smoke"), MANIFESTS, root=tmp_path)
-    run.save_part("fold1", fold_table(1))
-    run.save_part("fold0", fold_table(9))
-    run.save_part("fold0", fold_table(0))
+    run.save_part("fold1", fold_table(1), seconds=1.0)
+    run.save_part("fold0", fold_table(9), seconds=1.0)
+    run.save_part("fold0", fold_table(0), seconds=2.0)
     assert sorted(files_in(run.path / "parts")) == ["fold0.csv", "fold0.json", "fold1.csv", "fold1.json"]
     pd.testing.assert_frame_equal(
         run.load_parts(), pd.concat([fold_table(0), fold_table(1)], ignore_index=True)
@@ -485,7 +493,7 @@ def test_failed_save_part_is_not_a_part(tmp_path, monkeypatch):
 
     monkeypatch.setattr(defectlib.atomic.os, "replace", replace)
     with pytest.raises(OSError, match="killed"):
-        run.save_part("fold0", fold_table(0))
+        run.save_part("fold0", fold_table(0), seconds=1.0)
     monkeypatch.undo()
     assert not run.has_part("fold0")
     assert not any(name.endswith(".tmp") for name in files_in(run.path / "parts"))
