@@ -13,7 +13,8 @@ asks for a new split (``allow_new_split=True``; ``defectlib data folds NAME --ne
 Generated (synthetic) data is exempt: it is remade from its seed.
 
 Grouping: KolektorSDD's group is the ``kosNN`` folder (one commutator), so no part is in train
-and test at once; MagneticTile's group is the image itself. Stratification is on
+and test at once; MagneticTile's group is the image itself. Groups that hold a byte-identical
+image are merged first (:func:`linked_groups`), so a repeated image never lands in two folds. Stratification is on
 ``defect_class`` (KolektorSDD: defective/good; MagneticTile: the six classes), using
 :class:`sklearn.model_selection.StratifiedGroupKFold`.
 """
@@ -39,11 +40,47 @@ _MANIFEST_NAME = re.compile(r"(?P<dataset>.+)-k(?P<k>\d+)-seed(?P<seed>\d+)-(?P<
 MANIFEST_COLUMNS = ("sample_id", "fold", "label", "group", "defect_class", "image_sha256", "mask_sha256")
 
 
+def linked_groups(groups, image_hashes) -> np.ndarray:
+    """Groups merged wherever two of them hold a byte-identical image.
+
+    A dataset can hold the same image twice under different parts (KolektorSDD's copy repeats
+    two commutators' images in two other folders). Folds and validation sets split by group;
+    were the copies in different groups, an image could be trained on and tested on at once.
+    Merged groups are named by their members joined with ``+``, in sorted order.
+
+    Examples
+    --------
+    >>> linked_groups(["a", "a", "b", "c", "d"], ["1", "2", "2", "3", "1"]).tolist()
+    ['a+b+d', 'a+b+d', 'a+b+d', 'c', 'a+b+d']
+    """
+    groups = [str(g) for g in groups]
+    parent = {g: g for g in groups}
+
+    def root(g: str) -> str:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    first_with: dict[str, str] = {}
+    for group, digest in zip(groups, image_hashes):
+        other = first_with.setdefault(str(digest), group)
+        a, b = root(group), root(other)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    members: dict[str, set[str]] = {}
+    for g in parent:
+        members.setdefault(root(g), set()).add(g)
+    names = {r: "+".join(sorted(m)) for r, m in members.items()}
+    return np.array([names[root(g)] for g in groups], dtype=object)
+
+
 def assign_folds(table: pd.DataFrame, *, n_folds: int, seed: int) -> np.ndarray:
     """Fold index (0 … n_folds-1) for every row of a sample table.
 
     Pure: the same table, k and seed give the same folds. Rows of one ``group`` share a fold;
-    each fold gets about the same share of every ``defect_class``.
+    each fold gets about the same share of every ``defect_class``. (:func:`ensure_folds`
+    merges groups that share an image first, :func:`linked_groups`.)
 
     Examples
     --------
@@ -122,6 +159,12 @@ class FoldsManifest:
         if missing:
             raise DataError(f"{self.path}: {len(missing)} samples not in the manifest, e.g. {sorted(missing)[:3]}")
         return lookup.loc[samples["sample_id"]].to_numpy()
+
+    def groups_of(self, samples: pd.DataFrame) -> np.ndarray:
+        """The group every row of ``samples`` was split by (the manifest's ``group``: the part,
+        merged with the parts it shares an image with, :func:`linked_groups`)."""
+        self.folds_of(samples)  # the same check that every sample is in the manifest
+        return self.table.set_index("sample_id")["group"].loc[samples["sample_id"]].to_numpy()
 
 
 def read_manifest(path: str | Path) -> FoldsManifest:
@@ -297,6 +340,8 @@ def ensure_folds(
             message = changed_data_message(dataset, hashes, checksum, folder)
             if message:
                 raise DataError(message)
+        digests = hashes.set_index("sample_id")["image_sha256"].loc[table["sample_id"]]
+        table = table.assign(group=linked_groups(table["group"], digests))
         manifest = table[["sample_id", "label", "group", "defect_class"]].copy()
         manifest.insert(1, "fold", assign_folds(table, n_folds=n_folds, seed=seed))
         manifest = manifest.merge(hashes, on="sample_id", validate="one_to_one")

@@ -307,6 +307,7 @@ def train_one_fold(cfg, train_fold: TrainFold, fold: int, *, wait: bool = True, 
         if current.complete or current.has_part(name):
             return "saved"
         seed_everything(cfg.seed)
+        table = table.assign(group=manifest.groups_of(table))  # parts that share an image stay together
         data = fold_split(table, manifest.folds_of(table), fold, val_fraction=cfg.val_fraction, seed=cfg.folds_seed)
         outcome = train_fold(cfg, data, current, checkpoints=checkpoint_dir(current, fold), progress=progress)
         current.save_part(name, outcome.part, seconds=outcome.seconds, checks=outcome.checks)
@@ -377,6 +378,61 @@ def cross_validate(
     for fold in tqdm(range(cfg.n_folds), desc=desc, disable=not progress):
         train_one_fold(cfg, train_fold, fold, wait=True, progress=progress, memo=memo)
     return finish_cell(cfg, metrics, record_pretrained=record_pretrained, memo=memo)
+
+
+def curve_change(steps, values, *, last: float = 1 / 3) -> float:
+    """How much a validation curve moved over the last ``last`` of training: its final value
+    minus its value at the first record at or after ``(1 - last)`` of the final step.
+
+    A recipe has reached its plateau when this is small against the spread between folds; a
+    clearly positive value means the run needed more steps.
+
+    Examples
+    --------
+    >>> round(curve_change([100, 200, 300, 400, 500, 600], [0.5, 0.8, 0.9, 0.92, 0.93, 0.93]), 3)
+    0.01
+    >>> curve_change([], [])
+    nan
+    """
+    steps, values = np.asarray(steps, float), np.asarray(values, float)
+    if len(steps) == 0:
+        return float("nan")
+    start = np.flatnonzero(steps >= (1 - last) * steps[-1] - 1e-9)[0]
+    return float(values[-1] - values[start])
+
+
+def plateau_table(curves: dict[str, dict[int, dict[str, np.ndarray]]], *, prefix: str,
+                  metric: str = "ap") -> pd.DataFrame:
+    """Per cell and fold: the validation ``metric`` at the end of training, its best value, and
+    its change over the last third of training (:func:`curve_change`).
+
+    ``curves``: ``{cell name: {fold: arrays}}`` as the experiments' ``training_curves`` give.
+    """
+    rows = []
+    for cell, folds in curves.items():
+        for fold, arrays in sorted(folds.items()):
+            steps, values = arrays.get(f"{prefix}_eval_step", []), arrays.get(f"{prefix}_eval_{metric}", [])
+            rows.append({"cell": cell, "fold": fold, "final": float(values[-1]) if len(values) else np.nan,
+                         "best": float(np.nanmax(values)) if len(values) else np.nan,
+                         "change_last_third": curve_change(steps, values)})
+    return pd.DataFrame(rows, columns=["cell", "fold", "final", "best", "change_last_third"])
+
+
+def failed_folds(results: list[RunResult], name: Callable[[RunResult], str]) -> pd.DataFrame:
+    """Every fold flagged ``constant_output`` in ``results``, with its scores' spread."""
+    rows = []
+    for r in results:
+        for fold, checks in r.metrics.get("fold_checks", {}).items():
+            if checks.get("constant_output"):
+                rows.append({"cell": name(r), "fold": int(fold),
+                             **{k: v for k, v in checks.items() if k != "constant_output"}})
+    return pd.DataFrame(rows)
+
+
+def pending(configs: list, results: list[RunResult], name: Callable) -> list[str]:
+    """The cells of ``configs`` not among the finished ``results`` (by run key), as names."""
+    done, memo = {r.key for r in results}, {}
+    return [name(cfg) for cfg in configs if cell_run(cfg, memo).key not in done]
 
 
 def timed(fn: Callable, *args, **kwargs) -> tuple[Any, float]:
