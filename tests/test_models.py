@@ -14,10 +14,11 @@ from torchvision.models._utils import _make_divisible
 from torchvision.ops import SqueezeExcitation
 
 from defectlib.models import (
-    SEGMENTATION_MODELS,
+    MODELS,
     DefectClassifier,
     LightweightSegNet,
     SegOutput,
+    build_model,
     build_segnet,
     deeplabv3plus_segnet,
     lightweight_segnet,
@@ -401,10 +402,45 @@ def test_gradients_reach_every_parameter_of_the_classifier():
 
 
 def test_registry_and_unknown_name():
-    assert list(SEGMENTATION_MODELS) == ["proposed", "deeplabv3plus", "unet"]
-    assert isinstance(build_segnet("proposed"), LightweightSegNet)
-    with pytest.raises(ValueError, match="proposed.*deeplabv3plus.*unet"):
+    assert list(MODELS) == ["seg000/proposed", "seg000/deeplabv3plus", "seg000/unet", "rec004/dr",
+                            "rec004/resnet50", "seg004/deeplabv3plus", "seg004/improved"]
+    assert isinstance(build_model("seg000/proposed"), LightweightSegNet)
+    assert isinstance(build_segnet("proposed"), LightweightSegNet)  # = build_model("seg000/proposed")
+    from defectlib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown network 'seg000/segnet'; choose one of: seg000/proposed, "
+                                          "seg000/deeplabv3plus, seg000/unet, rec004/dr"):
         build_segnet("segnet")
+    with pytest.raises(ValueError, match="unknown network 'proposed'"):  # names carry their paper
+        build_model("proposed")
+    with pytest.raises(ValueError, match="unknown network"):
+        build_model(["seg000/proposed"])  # an unhashable name is an unknown name, not a TypeError
+    import defectlib.models as models
+
+    for gone in ("SEGMENTATION_MODELS", "RECOGNITION_MODELS", "SEG004_MODELS", "build_seg004"):
+        assert not hasattr(models, gone)
+
+
+@pytest.mark.parametrize("name, kwargs, cls, size, shape", [
+    ("seg000/unet", {}, "UNetSegNet", (64, 32), None),
+    ("rec004/dr", {"find_weights": False}, "BlockDetector", (64, 64), (1, 2, 2, 2)),
+    ("rec004/resnet50", {"find_weights": False}, "ResNet50Classifier", (64, 64), (1, 2)),
+    ("seg004/deeplabv3plus", {"find_weights": False}, "DeepLabV3PlusFull", (64, 64), (1, 1, 64, 64)),
+    ("seg004/improved", {"find_weights": False, "aspp": True}, "ImprovedDeepLabV3Plus", (64, 64), (1, 1, 64, 64)),
+])
+def test_every_registered_network_builds_with_its_keywords_and_runs(name, kwargs, cls, size, shape,
+                                                                     monkeypatch_module):
+    torch.manual_seed(0)
+    net = build_model(name, **kwargs).eval()
+    assert type(net).__name__ == cls
+    with torch.no_grad():
+        out = net(torch.rand(1, 1, *size))
+    if shape is None:  # seed 000's networks: (features, logits) at 1/8
+        assert isinstance(out, SegOutput) and out.logits.shape == (1, 1, *eighth(size))
+    else:
+        assert out.shape == shape
+    if name.startswith(("rec004", "seg004")):
+        assert net.pretrained is None  # find_weights=False: from scratch
 
 
 # ------------------------------------------------------------------------------ DeepLab weights
