@@ -31,15 +31,20 @@ def _cells(args: argparse.Namespace) -> list:
 
 
 def cmd_grid_run(args: argparse.Namespace) -> int:
+    import logging
+
     import torch
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    for noisy in ("matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from .experiments.grid import run_worker
 
     if args.threads:
         torch.set_num_threads(args.threads)
         torch.set_num_interop_threads(args.threads)
     counts = run_worker(_cells(args), commit=args.commit, progress=not args.quiet,
-                        log=lambda text: print(text, flush=True))
+                        log=lambda text: logging.getLogger("defectlib.grid").info(text))
     print(f"grid {args.profile}: {counts['trained']} folds trained, {counts['busy']} left to other workers, "
           f"{counts['finished']} cells finished", flush=True)
     return 0

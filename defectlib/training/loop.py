@@ -281,6 +281,9 @@ def fit(
         for m in models:
             m.train()
         history.evals.append(record)
+        log.info("%s: step %d/%d, loss %.4f (mean of the last %d), validation %s", name, step, schedule.steps,
+                 float(np.mean(history.losses[-LOG_EVERY:])) if history.losses else float("nan"), LOG_EVERY,
+                 ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
 
     if start >= schedule.steps:
         return history
