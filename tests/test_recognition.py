@@ -17,7 +17,7 @@ from torch import nn
 import defectlib.data.augment as augment_module
 import defectlib.experiments.rec004 as rec004
 import defectlib.models.recognition as models_module
-import defectlib.training.recognition as training_module
+import defectlib.training.rec004 as training_module
 from defectlib.data import load_samples
 from defectlib.data.augment import Augmentation
 from defectlib.data.dataset import SurfaceDataset
@@ -26,8 +26,8 @@ from defectlib.experiments.rec004 import Rec004Config, Rec004GridConfig
 from defectlib.models.recognition import BlockDetector, block_labels, image_scores, resnet50_classifier
 from defectlib.results import RunResult
 from defectlib.seeding import seed_everything, torch_generator
-from defectlib.training import PairBatchSampler, predict_recognition, select_blocks, train_recognition
-from defectlib.training.recognition import recognition_loss
+from defectlib.training import PairBatchSampler, Schedule, predict_recognition, select_blocks, train_recognition
+from defectlib.training.rec004 import BLOCK_STREAM, recognition_loss
 
 from helpers import interrupt_fold_once
 
@@ -203,13 +203,15 @@ def test_augmentation_moves_image_and_mask_together():
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dr_learns_synthetic_defects(isolated):
     """A tiny DR training on synthetic 64×64 images: the block loss goes down."""
     data = SurfaceDataset(load_samples("synthetic"), size=(64, 64))
     seed_everything(0)
     model = BlockDetector(find_weights=False)
-    losses = train_recognition(model, data, method="dr", steps=60, lr=1e-4, weight_decay=1e-4,
-                               pairs_per_batch=2, blocks_per_class=4, seed=0, progress=False)
+    history = train_recognition(model, data, method="dr", schedule=Schedule(60, 1e-4, warmup=0.0),
+                                weight_decay=1e-4, pairs_per_batch=2, blocks_per_class=4, seed=0, progress=False)
+    losses = history.losses
     assert len(losses) == 60 and np.isfinite(losses).all()
     assert np.mean(losses[-15:]) < 0.8 * np.mean(losses[:15])
 
@@ -217,42 +219,97 @@ def test_dr_learns_synthetic_defects(isolated):
 def test_training_is_deterministic_and_stops_on_a_non_finite_loss(isolated):
     data = SurfaceDataset(load_samples("synthetic"), size=(64, 64), transform=Augmentation())
 
-    def train(method):
+    def train(method, seed=0):
         seed_everything(0)
         model = TinyBlocks() if method == "dr" else nn.Sequential(TinyBlocks(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        return train_recognition(model, data, method=method, steps=5, lr=1e-3, pairs_per_batch=2,
-                                 blocks_per_class=2, seed=0, progress=False), model
+        return train_recognition(model, data, method=method, schedule=Schedule(5, 1e-3), pairs_per_batch=2,
+                                 blocks_per_class=2, seed=seed, progress=False).losses, model
 
     for method in ("dr", "resnet50"):
         (a, _), (b, _) = train(method), train(method)
         assert a == b and len(a) == 5
+        assert train(method, seed=1)[0] != a  # the seed changes the pairs (and DR's blocks)
     model = TinyBlocks()
     with torch.no_grad():
         model.conv.bias.fill_(float("nan"))
-    with pytest.raises(FloatingPointError, match="non-finite loss"):
-        train_recognition(model, data, method="dr", steps=3, lr=1e-3, pairs_per_batch=1, seed=0, progress=False)
+    with pytest.raises(FloatingPointError, match=r"train_recognition\[dr\]: non-finite loss .* step 1 of 3"):
+        train_recognition(model, data, method="dr", schedule=Schedule(3, 1e-3), pairs_per_batch=1, seed=0,
+                          progress=False)
     with pytest.raises(ValueError, match="unknown method"):
-        train_recognition(model, data, method="deeplab", steps=3, lr=1e-3, pairs_per_batch=1, seed=0, progress=False)
+        train_recognition(model, data, method="deeplab", schedule=Schedule(3, 1e-3), pairs_per_batch=1, seed=0,
+                          progress=False)
+    for bad in ({"weight_decay": -1.0}, {"weight_decay": float("inf")}, {"pairs_per_batch": 0},
+                {"blocks_per_class": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            train_recognition(TinyBlocks(), data, method="dr", schedule=Schedule(3, 1e-3),
+                              **{"pairs_per_batch": 1, "seed": 0, "progress": False, **bad})
 
 
-def test_bfloat16_autocast_trains_and_scores_close_to_float32(isolated):
+def test_both_methods_see_the_same_pair_batches_and_dr_its_own_block_stream(isolated, monkeypatch):
+    """The comparison differs in the network and its loss only: same plan of batches, and DR's
+    block selection draws from a generator of its own (seed + BLOCK_STREAM), saved in checkpoints."""
     data = SurfaceDataset(load_samples("synthetic"), size=(64, 64))
+    seen = {}
+    original = training_module.fit
+
+    def spy(name, **kw):
+        seen[name] = kw
+        return original(name, **kw)
+
+    monkeypatch.setattr(training_module, "fit", spy)
     seed_everything(0)
-    model = TinyBlocks()
-    losses = train_recognition(model, data, method="dr", steps=4, lr=1e-3, pairs_per_batch=2,
-                               blocks_per_class=2, seed=0, amp=True, progress=False)
-    assert len(losses) == 4 and np.isfinite(losses).all()
-    half = predict_recognition(model, data, batch_size=4, amp=True, progress=False)["score"].to_numpy()
-    full = predict_recognition(model, data, batch_size=4, progress=False)["score"].to_numpy()
-    assert not np.array_equal(half, full)  # autocast did run in bfloat16
-    assert np.abs(half - full).max() < 0.05
+    train_recognition(TinyBlocks(), data, method="dr", schedule=Schedule(4, 1e-3), pairs_per_batch=2, seed=3,
+                      progress=False)
+    train_recognition(nn.Sequential(TinyBlocks(), nn.AdaptiveAvgPool2d(1), nn.Flatten()), data, method="resnet50",
+                      schedule=Schedule(4, 1e-3), pairs_per_batch=2, seed=3, progress=False)
+    dr, resnet = seen["train_recognition[dr]"], seen["train_recognition[resnet50]"]
+    assert dr["plan"] == resnet["plan"] and len(dr["plan"]) == 4
+    expected = list(PairBatchSampler(data.table["label"].to_numpy(), pairs_per_batch=2, num_batches=4,
+                                     generator=torch_generator(3)))
+    assert dr["plan"] == expected
+    blocks = dr["generators"]["blocks"]
+    assert set(dr["generators"]) == {"blocks"}
+    # the block stream was drawn from during training: its state is no longer the fresh seed's
+    assert not torch.equal(blocks.get_state(), torch_generator(3 + BLOCK_STREAM).get_state())
 
 
-def test_prediction_scores_every_image_in_order(isolated):
+def test_prediction_scores_every_image_in_order_and_counts_dr_block_false_positives(isolated):
     data = SurfaceDataset(load_samples("synthetic"), size=(64, 64))
-    scores = predict_recognition(TinyBlocks(), data, batch_size=5, progress=False)
+    torch.manual_seed(0)
+    model = TinyBlocks()
+    scores = predict_recognition(model, data, batch_size=5, progress=False)
+    assert list(scores.columns) == ["index", "score", "normal_blocks", "fp_blocks"]
     assert scores["index"].tolist() == list(range(len(data)))
     assert scores["score"].between(0, 1).all()
+    # normal blocks: the 2×2 blocks with no mask pixel; false positives: those called defective
+    with torch.no_grad():
+        for i in range(0, len(data), 7):
+            item = data[i]
+            out = model.eval()(item["image"][None])
+            normal = block_labels(item["mask"][None], (2, 2))[0] == 0
+            called = torch.softmax(out, dim=1)[0, 1] >= 0.5
+            assert scores.at[i, "normal_blocks"] == int(normal.sum())
+            assert scores.at[i, "fp_blocks"] == int((normal & called).sum())
+    assert (scores.loc[data.table["label"].to_numpy() == 0, "normal_blocks"] == 4).all()
+    everything = predict_recognition(model, data, batch_size=5, threshold=0.0, progress=False)
+    assert (everything["fp_blocks"] == everything["normal_blocks"]).all()  # at 0 every block is called
+    assert (predict_recognition(model, data, threshold=1.01, progress=False)["fp_blocks"] == 0).all()
+    # the image classifier has no blocks: no block columns
+    classifier = nn.Sequential(TinyBlocks(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    assert list(predict_recognition(classifier, data, progress=False).columns) == ["index", "score"]
+    with pytest.raises(ValueError, match="batch_size"):
+        predict_recognition(model, data, batch_size=0, progress=False)
+
+
+def test_block_false_positive_rate_in_the_cell_metrics():
+    samples = pd.DataFrame({"fold": [0, 0, 1, 1], "label": [1, 0, 1, 0], "score": [0.9, 0.2, 0.6, 0.7],
+                            "normal_blocks": [40, 49, 45, 49], "fp_blocks": [0, 0, 1, 2]})
+    cfg = Rec004Config.from_profile("smoke")
+    metrics = rec004.cell_metrics(cfg, samples)
+    assert metrics["block_fpr"] == pytest.approx(3 / 183)
+    assert metrics["per_fold"]["0"]["block_fpr"] == 0.0
+    assert metrics["per_fold"]["1"]["block_fpr"] == pytest.approx(3 / 94)
+    assert "block_fpr" not in rec004.cell_metrics(cfg, samples.drop(columns=["normal_blocks", "fp_blocks"]))
 
 
 # --------------------------------------------------------------------------------------
@@ -261,42 +318,73 @@ def test_prediction_scores_every_image_in_order(isolated):
 
 
 def test_profiles_and_validation():
-    paper, cpu = Rec004Config.from_profile("paper"), Rec004Config.from_profile("cpu", method="resnet50", augment=False)
+    paper = Rec004Config.from_profile("paper")
+    converged = Rec004Config.from_profile("converged", method="resnet50", augment=False)
     assert paper.input_size == [224, 224] and paper.n_folds == 5 and paper.threshold == 0.5
-    assert (cpu.method, cpu.augment, cpu.dataset, cpu.steps, cpu.pairs_per_batch) == ("resnet50", False, "magnetictile", 100, 4)
-    assert cpu.amp and not paper.amp  # bfloat16 autocast in the cpu profile only
+    assert (paper.steps, paper.pairs_per_batch, paper.eval_every) == (3000, 8, 500)
+    assert (converged.method, converged.augment, converged.dataset, converged.steps, converged.pairs_per_batch,
+            converged.lr, converged.eval_every) == ("resnet50", False, "magnetictile", 2000, 2, 1e-3, 200)
+    assert Rec004Config.from_profile("converged", dataset="kolektorsdd").steps == rec004.STEPS["kolektorsdd"] == 1000
+    assert Rec004Config.from_profile("converged", steps=7).steps == 7  # "per-dataset" only as the profile's value
+    assert converged.warmup == 0.1 and converged.val_fraction == 0.2 and converged.weight_decay == 1e-4
     assert Rec004Config.from_profile("smoke").dataset == "synthetic"
-    for bad in ({"method": "fcn"}, {"dataset": "mdpa"}, {"input_size": [224, 200]}, {"augment": "yes"}, {"steps": 0}):
+    for bad in ({"method": "fcn"}, {"dataset": "mdpa"}, {"input_size": [224, 200]}, {"augment": "yes"}, {"steps": 0},
+                {"amp": True}):
         with pytest.raises(ConfigError, match="rec004"):
-            Rec004Config.from_profile("cpu", **bad)
+            Rec004Config.from_profile("converged", **bad)
 
 
 def test_grid_covers_datasets_methods_and_augmentation():
-    cells = Rec004GridConfig.from_profile("cpu").cells()
+    grid = Rec004GridConfig.from_profile("converged")
+    cells = grid.cells()
     assert len(cells) == 8
     assert {(c.dataset, c.method, c.augment) for c in cells} == {
         (d, m, a) for d in ("magnetictile", "kolektorsdd") for m in ("dr", "resnet50") for a in (True, False)}
     assert {c.dataset for c in Rec004GridConfig.from_profile("smoke").cells()} == {"synthetic"}
+    # the book shows the converged grid from the cache (defectlib grid computes it); smoke and paper train
+    assert not grid.compute and Rec004GridConfig.from_profile("smoke").compute
+    assert Rec004GridConfig.from_profile("paper").compute
     with pytest.raises(ConfigError):
-        Rec004GridConfig.from_profile("cpu", methods=["vgg"])
+        Rec004GridConfig.from_profile("converged", methods=["vgg"])
 
 
+def test_run_grid_without_compute_trains_nothing_and_leaves_missing_cells_out(isolated, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("run_grid(compute=False) must not train")
+
+    monkeypatch.setattr(rec004, "_train_fold", no_training)
+    assert rec004.run_grid(Rec004GridConfig.from_profile("smoke").cells(), compute=False, progress=False) == []
+
+
+@pytest.mark.slow
 def test_a_smoke_cell_runs_resumes_and_is_cached(isolated, monkeypatch):
-    cfg = Rec004Config.from_profile("smoke", steps=2)
+    cfg = Rec004Config.from_profile("smoke", steps=2, eval_every=1)
     calls = interrupt_fold_once(monkeypatch, rec004)
     with pytest.raises(KeyboardInterrupt):
         rec004.run(cfg, progress=False)
     result = rec004.run(cfg, progress=False)
     assert calls == [0, 1, 1, 2]
     s = result.samples
-    assert list(s.columns) == ["sample_id", "fold", "label", "defect_class", "defect_area", "defect_area_input", "score"]
+    assert list(s.columns) == ["sample_id", "fold", "label", "defect_class", "defect_area", "defect_area_input",
+                               "score", "normal_blocks", "fp_blocks"]
     assert s["sample_id"].is_unique and sorted(s["fold"].unique()) == [0, 1, 2]
     assert s["score"].between(0, 1).all()
     assert ((s["defect_area_input"] > 0) == (s["defect_area"] > 0)).all()
-    assert {"tpr", "tnr", "acc", "per_fold"} <= set(result.metrics) and len(result.metrics["per_fold"]) == 3
+    assert ((s["fp_blocks"] >= 0) & (s["fp_blocks"] <= s["normal_blocks"]) & (s["normal_blocks"] <= 4)).all()
+    m = result.metrics
+    assert {"tpr", "tnr", "acc", "block_fpr", "per_fold", "fold_checks", "failed_folds"} <= set(m)
+    assert len(m["per_fold"]) == 3 and sorted(m["fold_checks"]) == ["0", "1", "2"]
+    assert m["failed_folds"] == sorted(int(f) for f, c in m["fold_checks"].items() if c["constant_output"])
+    assert all({"test_score_std", "val_score_std", "val_ap"} <= set(c) for c in m["fold_checks"].values())
+    assert m["block_fpr"] == pytest.approx(s["fp_blocks"].sum() / s["normal_blocks"].sum())
     assert result.provenance["pretrained"] == "None"
-    assert len(rec004.training_curves(result)[0]) == 2
+    curves = rec004.training_curves(result)[0]
+    assert curves["train_losses"].shape == (2,) and curves["train_eval_step"].tolist() == [1.0, 2.0]
+    assert {"train_eval_ap", "train_eval_tpr", "train_eval_tnr", "train_eval_std",
+            "train_eval_block_fpr"} <= set(curves)
     assert rec004.run(cfg, progress=False).key == result.key and calls == [0, 1, 1, 2]
+    # the cached cell is what run_grid shows without computing
+    assert [r.key for r in rec004.run_grid([cfg], compute=False, progress=False)] == [result.key]
 
     table = rec004.grid_table([result])
     assert table["fold"].tolist() == ["0", "1", "2", "all"]

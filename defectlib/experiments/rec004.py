@@ -143,7 +143,7 @@ class Rec004Config(CrossValidatedConfig):
     @classmethod
     def _per_dataset(cls, data):
         if isinstance(data, dict) and data.get("steps") == "per-dataset":
-            data = {**data, "steps": STEPS[data.get("dataset", "magnetictile")]}
+            data = {**data, "steps": STEPS.get(data.get("dataset", "magnetictile"), 1)}
         return data
 
     @field_validator("input_size")

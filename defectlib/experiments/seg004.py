@@ -170,7 +170,7 @@ class Seg004Config(CrossValidatedConfig):
             return data
         data = dict(data)
         if data.get("steps") == "per-dataset":
-            data["steps"] = STEPS[data.get("dataset", "magnetictile")]
+            data["steps"] = STEPS.get(data.get("dataset", "magnetictile"), 1)
         if data.get("input_size") == "per-dataset":
             profile = data.get("profile") if data.get("profile") in INPUT_SIZES else "converged"
             data["input_size"] = list(INPUT_SIZES[profile].get(data.get("dataset", "magnetictile"), [256, 256]))
