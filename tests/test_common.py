@@ -1,8 +1,13 @@
-"""The experiments' shared pieces: choice-checked fields, the resumable fold loop, loss plots."""
+"""The experiments' shared pieces: choice-checked fields, fold splits, the resumable fold loop under
+locks, constant-output folds, the grid's workers and status, loss plots."""
 
 from __future__ import annotations
 
 import doctest
+import os
+import threading
+import time
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -11,8 +16,11 @@ from pydantic import BaseModel, ValidationError
 
 import defectlib.experiments.common as common
 import defectlib.plots.common as plots_common
-from defectlib.experiments.common import all_of, cross_validate, one_of
-from defectlib.experiments.seg000 import Seg000Config
+from defectlib.experiments import grid, seg000
+from defectlib.experiments.common import (FoldData, FoldOutcome, all_of, constant_output, cross_validate,
+                                          fold_split, one_of, train_one_fold)
+from defectlib.experiments.seg000 import Seg000Config, Seg000GridConfig
+from defectlib.locks import FileLock, is_locked
 
 from helpers import interrupt_fold_once
 
@@ -40,12 +48,15 @@ def test_choice_fields_name_the_bad_value_and_the_choices(values, message):
     assert message in str(info.value)
 
 
-def fake_fold(cfg, table, folds, fold, current, *, progress=True):
+def fake_fold(cfg, data, current, *, checkpoints, progress=True):
     """A 'training' that scores every test image by its label, and stores no weights."""
-    test = table[folds == fold]
-    current.save_artifact(f"fold{fold}", pretrained=np.array("None"))
-    return pd.DataFrame({"sample_id": test["sample_id"].to_numpy(), "fold": fold,
-                         "label": test["label"].to_numpy(), "score": test["label"].to_numpy() * 0.8})
+    test = data.test
+    current.save_artifact(f"fold{data.fold}", pretrained=np.array("None"))
+    part = pd.DataFrame({"sample_id": test["sample_id"].to_numpy(), "fold": data.fold,
+                         "label": test["label"].to_numpy(), "score": test["label"].to_numpy() * 0.8,
+                         "seg_max": test["label"].to_numpy() * 0.7})
+    return FoldOutcome(part=part, seconds=1.5, checks={"constant_output": constant_output(part["score"]),
+                                                       "n_val": len(data.val)})
 
 
 def test_cross_validate_resumes_and_reads_a_finished_cell_back(isolated, monkeypatch):
@@ -62,17 +73,302 @@ def test_cross_validate_resumes_and_reads_a_finished_cell_back(isolated, monkeyp
         cross_validate(cfg, module._train_fold, count, desc="test", progress=False)
     result = cross_validate(cfg, module._train_fold, count, desc="test", progress=False, record_pretrained=True)
     assert calls == [0, 1, 1, 2]  # fold 0 was not trained again
-    assert result.metrics == {"n": len(result.samples)}
+    assert result.metrics["n"] == len(result.samples)
+    assert set(result.metrics) == {"n", "fold_checks", "failed_folds"}
+    assert result.metrics["failed_folds"] == [] and sorted(result.metrics["fold_checks"]) == ["0", "1", "2"]
+    assert all(c["n_val"] > 0 for c in result.metrics["fold_checks"].values())
     assert sorted(result.samples["fold"].unique()) == [0, 1, 2] and result.samples["sample_id"].is_unique
     assert result.provenance["device_used"] in ("cpu", "cuda") and result.provenance["pretrained"] == "None"
-    from defectlib.allocator import heap_policy  # every cell trains with freed memory retained (glibc)
-
-    assert result.provenance["heap"] == heap_policy()
+    # the compute time is what the folds report (resumes included), not the time between saves
+    assert result.provenance["wall_time_s"] == pytest.approx(3 * 1.5)
+    assert sorted(result.provenance["parts"]) == ["fold0", "fold1", "fold2"]
     again = cross_validate(cfg, module._train_fold, count, desc="test", progress=False)
     assert again.key == result.key and calls == [0, 1, 1, 2]
 
 
 _train_fold = fake_fold  # what interrupt_fold_once wraps
+
+
+# ------------------------------------------------------------------------------ fold_split
+
+
+@pytest.fixture(scope="module")
+def synthetic_folds(tmp_path_factory):
+    """The synthetic dataset's samples and folds manifest, in a cache of the module's own."""
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("folds")
+    mp.setenv("DEFECTLIB_RESULTS", str(root / "results"))
+    mp.setenv("DEFECTLIB_CACHE", str(root / "cache"))
+    try:
+        yield common.cell_folds(Seg000Config.from_profile("smoke"))
+    finally:
+        mp.undo()
+
+
+@pytest.mark.parametrize("fold", [0, 1, 2])
+def test_fold_split_carves_validation_from_the_training_folds_only(synthetic_folds, fold):
+    table, manifest = synthetic_folds
+    table = table.assign(group=manifest.groups_of(table))
+    folds = manifest.folds_of(table)
+    data = fold_split(table, folds, fold, val_fraction=0.2, seed=0)
+    assert isinstance(data, FoldData) and data.fold == fold
+    ids = {name: set(getattr(data, name)["sample_id"]) for name in ("train", "val", "test")}
+    # the test fold is exactly the manifest's fold; train + val are exactly the other folds
+    assert ids["test"] == set(table.loc[folds == fold, "sample_id"])
+    assert ids["train"] | ids["val"] == set(table.loc[folds != fold, "sample_id"])
+    assert not ids["train"] & ids["val"] and not ids["val"] & ids["test"] and not ids["train"] & ids["test"]
+    # no group in two sets
+    groups = {name: set(getattr(data, name)["group"]) for name in ("train", "val", "test")}
+    assert not groups["train"] & groups["val"] and not groups["val"] & groups["test"]
+    assert not groups["train"] & groups["test"]
+    # about val_fraction of the training groups, both classes among them (stratified)
+    n_train_groups = len(groups["train"] | groups["val"])
+    assert 0.1 <= len(groups["val"]) / n_train_groups <= 0.3
+    assert set(data.val["label"]) == {0, 1} and set(data.train["label"]) == {0, 1}
+
+
+def test_fold_split_is_a_pure_function_of_the_manifest_and_seed(synthetic_folds):
+    table, manifest = synthetic_folds
+    folds = manifest.folds_of(table)
+    for fold in range(3):
+        a = fold_split(table, folds, fold, val_fraction=0.2, seed=0)
+        b = fold_split(table.copy(), folds.copy(), fold, val_fraction=0.2, seed=0)
+        for name in ("train", "val", "test"):
+            pd.testing.assert_frame_equal(getattr(a, name), getattr(b, name))
+    a = fold_split(table, folds, 0, val_fraction=0.2, seed=0)
+    # the seed shuffles the groups (on this data it moves fold 0's validation groups) ...
+    others = [fold_split(table, folds, 0, val_fraction=0.2, seed=s) for s in (1, 2, 3)]
+    assert any(o.val["sample_id"].tolist() != a.val["sample_id"].tolist() for o in others)
+    for other in others:  # ... never the test fold
+        pd.testing.assert_frame_equal(other.test, a.test)
+    bigger = fold_split(table, folds, 0, val_fraction=0.45, seed=0)
+    assert len(bigger.val) > len(a.val)
+
+
+def test_constant_output_flags_near_constant_scores():
+    assert constant_output([0.5] * 10) and constant_output([0.5, 0.52, 0.49]) and constant_output([0.7])
+    assert constant_output([np.nan, 0.3, np.nan])  # fewer than two finite scores
+    assert not constant_output([0.1, 0.9]) and not constant_output([0.0, 0.0, 0.0, 1.0])
+    assert constant_output([0.2, 0.3], limit=0.1) and not constant_output([0.2, 0.3], limit=0.01)
+
+
+def test_constant_output_folds_are_counted_as_failed_in_the_metrics(isolated):
+    def fold_with_a_collapse(cfg, data, current, *, checkpoints, progress=True):
+        outcome = fake_fold(cfg, data, current, checkpoints=checkpoints)
+        if data.fold == 1:  # this fold's network collapsed to one score for every image
+            outcome.part["score"] = 0.5
+            outcome.checks["constant_output"] = constant_output(outcome.part["score"])
+        return outcome
+
+    cfg = Seg000Config.from_profile("smoke")
+    result = cross_validate(cfg, fold_with_a_collapse, partial(seg000.cell_metrics, cfg), desc="t", progress=False)
+    m = result.metrics
+    assert m["failed_folds"] == [1]
+    assert m["fold_checks"]["1"]["constant_output"] is True
+    assert m["fold_checks"]["0"]["constant_output"] is False and m["fold_checks"]["2"]["constant_output"] is False
+    assert {"f1", "ap", "per_fold", "seg_max_ap", "map_decision"} <= set(m)
+    assert seg000.grid_table([result]).loc[0, "failed_folds"] == 1
+
+
+# ------------------------------------------------------------------------------ fold tasks under locks
+
+
+def test_train_one_fold_trains_once_and_clears_its_checkpoints(isolated):
+    cfg = Seg000Config.from_profile("smoke")
+    current = common.cell_run(cfg)
+    seen = []
+
+    def fold_with_checkpoint(cfg, data, current, *, checkpoints, progress=True):
+        seen.append(checkpoints)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        (checkpoints / "model.pt").write_text("state")
+        if len(seen) == 1:
+            raise KeyboardInterrupt  # stopped mid-fold: the checkpoint stays for the next try
+        return fake_fold(cfg, data, current, checkpoints=checkpoints)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_one_fold(cfg, fold_with_checkpoint, 2)
+    assert seen[0] == common.checkpoint_dir(current, 2) and (seen[0] / "model.pt").is_file()
+    assert not is_locked(common.lock_path(current, "fold2"))  # an exception releases the lock
+    assert train_one_fold(cfg, fold_with_checkpoint, 2, progress=False) == "trained"
+    assert current.has_part("fold2") and not seen[0].exists()  # saved: its checkpoints are removed
+    assert train_one_fold(cfg, fold_with_checkpoint, 2, progress=False) == "saved"
+    assert len(seen) == 2
+    assert common.finish_cell(cfg, lambda s: {"n": len(s)}) is None  # folds 0 and 1 are missing
+
+
+def test_a_fold_held_by_another_process_is_busy_or_waited_for(isolated):
+    cfg = Seg000Config.from_profile("smoke")
+    current = common.cell_run(cfg)
+    calls = []
+
+    def counting(cfg, data, current, **kw):
+        calls.append(data.fold)
+        return fake_fold(cfg, data, current, **kw)
+
+    lock = common.lock_path(current, "fold0")
+    with FileLock(lock) as held:  # as another worker training fold 0 would hold it
+        assert held and is_locked(lock)
+        assert train_one_fold(cfg, counting, 0, wait=False, progress=False) == "busy"
+        with FileLock(lock, wait=False) as second:
+            assert second is False
+    assert calls == [] and not is_locked(lock)
+    assert train_one_fold(cfg, counting, 0, wait=False, progress=False) == "trained"
+    assert calls == [0]
+
+
+def _slow_fold(calls_file, cfg, data, current, **kw):
+    with open(calls_file, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(1.5)
+    return fake_fold(cfg, data, current, **kw)
+
+
+def _train_in_child(calls_file, queue):
+    cfg = Seg000Config.from_profile("smoke")
+    queue.put(train_one_fold(cfg, partial(_slow_fold, calls_file), 1, wait=True, progress=False))
+
+
+def test_two_processes_never_train_the_same_fold(isolated):
+    """A forked worker trains fold 1; this process finds it busy, then waits and finds it saved."""
+    import multiprocessing
+
+    cfg = Seg000Config.from_profile("smoke")
+    current = common.cell_run(cfg)  # the dataset and its folds exist before the processes start
+    calls_file = isolated / "calls.txt"
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_train_in_child, args=(calls_file, queue))
+    child.start()
+    try:
+        lock = common.lock_path(current, "fold1")
+        deadline = time.monotonic() + 60
+        while not is_locked(lock):
+            assert child.is_alive() and time.monotonic() < deadline, "the child never took the fold's lock"
+            time.sleep(0.02)
+        assert train_one_fold(cfg, partial(_slow_fold, calls_file), 1, wait=False, progress=False) == "busy"
+        assert train_one_fold(cfg, partial(_slow_fold, calls_file), 1, wait=True, progress=False) == "saved"
+        assert queue.get(timeout=60) == "trained"
+    finally:
+        child.join(timeout=60)
+    assert child.exitcode == 0
+    assert calls_file.read_text().split() == [str(child.pid)]  # trained once, by the child
+    assert current.has_part("fold1") and not is_locked(lock)
+
+
+def test_two_threads_racing_for_a_fold_train_it_once(isolated):
+    cfg = Seg000Config.from_profile("smoke")
+    common.cell_run(cfg)
+    calls_file = isolated / "calls.txt"
+    outcomes = []
+    threads = [threading.Thread(target=lambda: outcomes.append(
+        train_one_fold(cfg, partial(_slow_fold, calls_file), 2, wait=True, progress=False))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(outcomes) == ["saved", "trained"]
+    assert len(calls_file.read_text().split()) == 1
+
+
+# ------------------------------------------------------------------------------ the grid
+
+
+def _smoke_grids():
+    from defectlib.experiments.rec004 import Rec004GridConfig
+    from defectlib.experiments.seg004 import Seg004GridConfig
+
+    return (Seg000GridConfig.from_profile("smoke"), Rec004GridConfig.from_profile("smoke"),
+            Seg004GridConfig.from_profile("smoke"))
+
+
+def test_study_cells_list_every_cell_of_the_smoke_profile_once(isolated):
+    cells = grid.study_cells("smoke")
+    keys = [(c.EXPERIMENT, c.digest()) for c in cells]
+    assert len(keys) == len(set(keys))
+    s000, r004, s004 = _smoke_grids()
+    expected = [*s000.cells(), *s000.seed_cells(), *s000.resolution_cells(), *r004.cells(), *s004.cells(),
+                *s004.ablation_cells()]
+    assert set(keys) == {(c.EXPERIMENT, c.digest()) for c in expected}
+    assert {c.EXPERIMENT for c in cells} == {"seg000", "rec004", "seg004"}
+    assert grid.describe(cells[0]) == "seg000 proposed k=0 64×32 seed 0"  # the most telling cell first
+    assert all(c.profile == "smoke" for c in cells)
+    names = [grid.describe(c) for c in cells]
+    assert "seg000 proposed k=0 128×64 seed 0" in names  # the resolution study
+    assert "seg004 synthetic no branch + ASPP seed 0" in names  # the ablation
+    spread = s000.seed_cells()  # the spread study: every model again with other training seeds
+    assert spread and {c.model for c in spread} == set(s000.models) and s000.seed not in {c.seed for c in spread}
+    assert {tuple(c.input_size) for c in s000.resolution_cells()} == {(128, 64)}
+    assert {c.model for c in s000.resolution_cells()} == {"proposed"}
+    assert Seg000GridConfig.from_profile("paper").resolution_cells() == []
+    assert Seg000GridConfig.from_profile("smoke", models=["unet"]).resolution_cells() == []
+
+
+def _seg000_cells():
+    return [Seg000Config.from_profile("smoke", dilation=0), Seg000Config.from_profile("smoke", dilation=9)]
+
+
+def test_run_worker_and_grid_status_over_fold_tasks(isolated, monkeypatch):
+    monkeypatch.setattr(seg000, "_train_fold", fake_fold)
+    first, second = _seg000_cells()
+    status = grid.grid_status([first, second])
+    assert status["state"].tolist() == ["pending", "pending"] and status["hours_left"].isna().all()
+    assert list(status.columns) == ["cell", "experiment", "key", "folds", "saved", "running", "state", "cpu_hours",
+                                    "hours_left"]
+
+    lines = []
+    held = common.lock_path(common.cell_run(first), "fold1")
+    with FileLock(held):  # another worker is training the first cell's fold 1
+        counts = grid.run_worker([first, second], progress=False, log=lines.append)
+        assert counts == {"trained": 5, "busy": 1, "finished": 1}
+        status = grid.grid_status([first, second]).set_index("cell")
+        row = status.loc[grid.describe(first)]
+        assert (row["state"], row["saved"], row["running"]) == ("running", 2, 1)
+        assert row["cpu_hours"] == pytest.approx(2 * 1.5 / 3600)
+        # estimated from the saved folds of cells of the same network, data and length
+        assert row["hours_left"] == pytest.approx(1.5 / 3600)
+        assert status.loc[grid.describe(second), "state"] == "done"
+    assert f"{grid.describe(first)}: fold 1 is being trained by another process" in lines
+    assert any(line.startswith(grid.describe(second)) and "finished" in line for line in lines)
+
+    assert grid.grid_status([first])["state"].tolist() == ["started"]
+    assert grid.run_worker([first, second], progress=False, log=lines.append) == {"trained": 1, "busy": 0,
+                                                                                   "finished": 1}
+    status = grid.grid_status([first, second])
+    assert status["state"].tolist() == ["done", "done"] and (status["saved"] == 3).all()
+    assert (status["hours_left"] == 0).all()
+    assert grid.run_worker([first, second], progress=False, log=lines.append) == {"trained": 0, "busy": 0,
+                                                                                   "finished": 0}
+    result = common.cell_run(first).load()
+    assert result.metrics["failed_folds"] == [] and result.provenance["wall_time_s"] == pytest.approx(4.5)
+
+
+@pytest.mark.slow
+def test_run_worker_trains_the_first_smoke_cell_for_real(isolated):
+    cell = grid.study_cells("smoke")[0]
+    counts = grid.run_worker([cell], progress=False, log=lambda line: None)
+    assert counts == {"trained": 3, "busy": 0, "finished": 1}
+    status = grid.grid_status([cell]).iloc[0]
+    assert status["state"] == "done" and status["cpu_hours"] > 0 and status["hours_left"] == 0
+    result = common.cell_run(cell).load()
+    assert {"f1", "ap", "map_decision", "fold_checks", "failed_folds"} <= set(result.metrics)
+    assert not (common.checkpoint_dir(common.cell_run(cell), 0)).exists()
+
+
+def test_grid_status_cli_on_the_smoke_profile(isolated, capsys):
+    from defectlib.cli import main
+
+    cells = grid.study_cells("smoke")
+    assert main(["grid", "status", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    n_folds = sum(c.n_folds for c in cells)
+    assert out[-1].startswith(f"grid smoke: 0 of {len(cells)} cells done, 0 of {n_folds} folds saved")
+    assert sum(line.startswith("pending") for line in out) == len(cells) == len(out) - 1
+    assert main(["grid", "status", "--profile", "smoke", "--experiment", "rec004"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    n_rec004 = sum(c.EXPERIMENT == "rec004" for c in cells)
+    assert all("rec004" in line for line in out[:-1]) and len(out) - 1 == n_rec004
+    assert out[-1].startswith(f"grid smoke: 0 of {n_rec004} cells done")
 
 
 @pytest.mark.parametrize("module", [common, plots_common])
