@@ -176,52 +176,66 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import BENCH_MODELS, default_sizes, run_bench
-    from .paths import results_root
+def _on_off(value: str | None) -> bool | None:
+    return None if value is None else value == "on"
 
-    sizes = None
+
+def _bench_levers(args: argparse.Namespace) -> dict:
+    """The keyword arguments of ``run_bench`` that ``defectlib bench``'s flags set."""
+    options = {k: v for k, v in (("inplace", _on_off(args.bottleneck_inplace)),
+                                 ("per_path_norm", _on_off(args.per_path_norm))) if v is not None}
+    return {"model_options": options, "channels_last": _on_off(args.channels_last),
+            "fuse_bn": args.fuse_bn != "off", "compile": args.compile, "freezing": args.freezing, "amp": args.amp,
+            "retain_freed_memory": {"retained": True, "system": False, None: None}[args.heap]}
+
+
+def bench_file_stem(device: str, levers: dict, threads: int | None) -> str:
+    """The default file name of a ``defectlib bench`` record: the device and the levers set,
+    so a lever run never overwrites the baseline.
+
+    Examples
+    --------
+    >>> bench_file_stem("cpu", {"channels_last": False, "fuse_bn": False, "model_options": {"inplace": False}}, 1)
+    'cpu-channels-first-unfused-bn-threads1-inplace-off'
+    """
+    layout = {None: None, True: "channels-last", False: "channels-first"}[levers.get("channels_last")]
+    heap = {None: None, True: "retained-heap", False: "system-heap"}[levers.get("retain_freed_memory")]
+    tags = [t for t, on in ((layout, layout), ("unfused-bn", not levers.get("fuse_bn", True)),
+                            ("compile", levers.get("compile")), ("freezing", levers.get("freezing")),
+                            ("bf16", levers.get("amp")), (heap, heap), (f"threads{threads}", threads)) if on]
+    tags += [f"{k.replace('_', '-')}-{'on' if v else 'off'}" for k, v in (levers.get("model_options") or {}).items()]
+    return "-".join([device.split(":")[0], *tags])
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .paths import results_root
+    from .perf.bench import run_bench
+    from .perf.chapter import profile_sizes
+
+    sizes = profile_sizes(args.profile)
+    if args.models:
+        sizes = {m: sizes.get(m, []) for m in args.models}
     if args.size:
-        sizes = {BENCH_MODELS[m].experiment: list(args.size) for m in (args.models or BENCH_MODELS)}
+        sizes = {m: [list(s) for s in args.size] for m in sizes}
     device = args.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
-    fuse_bn = args.fuse_bn != "off"
-    levers = {"fuse_bn": fuse_bn, "compile": args.compile, "freezing": args.freezing, "amp": args.amp,
-              "retain_freed_memory": args.heap == "retained"}
-    if args.bottleneck_inplace is not None:
-        levers["bottleneck_inplace"] = args.bottleneck_inplace == "on"
-    if args.per_path_norm is not None:
-        levers["per_path_norm"] = args.per_path_norm == "on"
-    channels_last = None if args.channels_last is None else args.channels_last == "on"
-    # The default file name says which levers were set, so a lever run never overwrites the baseline.
-    layout = {None: None, True: "channels-last", False: "channels-first"}[channels_last]
-    tags = [t for t, on in ((layout, layout), ("unfused-bn", not fuse_bn),
-                            ("compile", args.compile), ("freezing", args.freezing), ("bf16", args.amp),
-                            ("system-heap", args.heap == "system")) if on]
-    if args.threads is not None:
-        tags.append(f"threads{args.threads}")
-    if args.bottleneck_inplace is not None:
-        tags.append(f"inplace-{args.bottleneck_inplace}")
-    if args.per_path_norm is not None:
-        tags.append(f"per-path-norm-{args.per_path_norm}")
-    stem = "-".join([device.split(":")[0], *tags])
-    out = Path(args.out) if args.out else results_root() / "bench" / f"{stem}.json"
-    record = run_bench(out, models=args.models or None, sizes=sizes or default_sizes(), device=device,
-                       channels_last=channels_last, threads=args.threads, train_repeats=args.repeats,
+    levers = _bench_levers(args)
+    out = Path(args.out) if args.out else results_root() / "bench" / f"{bench_file_stem(device, levers, args.threads)}.json"
+    record = run_bench(out, sizes, device=device, threads=args.threads, train_repeats=args.repeats,
                        infer_repeats=2 * args.repeats, **levers)
     print(f"matmul peak: {record['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({device}, "
           f"{record['machine']['torch_threads']} threads)")
     on = [k for k in ("channels_last", "fuse_bn", "compile", "freezing", "amp") if record["rows"] and record["rows"][0][k]]
-    print(f"levers on: {', '.join(on) or 'none'}")  # in effect, including a model's own (channels-last)
-    header = f"{'model':<14}{'input':>10}{'params M':>10}{'GFLOPs':>9}{'train s':>9}{'infer ms':>10}{'peak MB':>9}{'inf %peak':>10}{'train %peak':>12}"
+    print(f"levers on: {', '.join(on) or 'none'}")  # in effect, including a network's own (channels-last)
+    header = f"{'network':<22}{'input':>10}{'params M':>10}{'GFLOPs':>9}{'train s':>9}{'infer ms':>10}{'peak MB':>9}{'inf %peak':>10}{'train %peak':>12}"
     print(header)
     for r in record["rows"]:
-        print(f"{r['model']:<14}{r['input']:>10}{r['parameters'] / 1e6:>10.2f}{r['gflops_per_image']:>9.2f}"
+        print(f"{r['model']:<22}{r['input']:>10}{r['parameters'] / 1e6:>10.2f}{r['gflops_per_image']:>9.2f}"
               f"{r['train_step_s']:>9.3f}{r['inference_s'] * 1e3:>10.1f}{r['peak_memory_mb']:>9.0f}"
               f"{100 * r['inference_fraction_of_peak']:>10.1f}{100 * r['train_fraction_of_peak']:>12.1f}")
-    compiled = [r for r in record["rows"] if r.get("compile_inference_s") is not None]
-    for r in compiled:
-        print(f"compile ({r['model']} {r['input']}): inference {r['compile_inference_s']:.1f} s, "
-              f"training {r['compile_train_s']:.1f} s (first call, not in the timings)")
+    for r in record["rows"]:
+        if r.get("compile_inference_s") is not None:
+            print(f"compile ({r['model']} {r['input']}): inference {r['compile_inference_s']:.1f} s, "
+                  f"training {r['compile_train_s']:.1f} s (first call, not in the timings)")
     print(f"written: {out} ({record['wall_time_s']:.0f} s)")
     return 0
 
@@ -273,16 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--no-execute", action="store_true", help="build from already-staged notebooks")
     book.set_defaults(func=cmd_book)
 
-    bench = sub.add_parser("bench", help="speed and memory of every model (figures, JSON)")
-    bench.add_argument("models", nargs="*", help="models (default: all of defectlib.bench.BENCH_MODELS)")
-    bench.add_argument("--size", type=_size, action="append", help="input HxW (repeatable; default: every profile's)")
+    bench = sub.add_parser("bench", help="speed and memory of the study's networks (figures, JSON)")
+    bench.add_argument("models", nargs="*", help="networks of defectlib.models.MODELS, e.g. seg000/proposed "
+                                                 "(default: every network the profile trains)")
+    bench.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILE_NAMES),
+                       help="measure at the input sizes this profile trains each network at")
+    bench.add_argument("--size", type=_size, action="append", help="input HxW instead (repeatable)")
     bench.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     bench.add_argument("--repeats", type=int, default=5, help="timed training steps (inference: twice as many)")
+    bench.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's; the study trains at 1)")
     bench.add_argument("--channels-last", nargs="?", const="on", choices=["on", "off"], default=None,
-                       help="force the channels-last memory format on every model (on, the bare flag) or "
-                            "channels-first (off); default: each model's own (the proposed net: channels-last)")
-    bench.add_argument("--per-path-norm", choices=["on", "off"], default=None,
-                       help="the proposed net's bottleneck with one BatchNorm per path (as the paper draws it)")
+                       help="force the channels-last memory format on every network (on, the bare flag) or "
+                            "channels-first (off); default: each network's own (the proposed: channels-last)")
     bench.add_argument("--fuse-bn", choices=["on", "off"], default=None,
                        help="inference with BatchNorm folded into the convolutions, as the study predicts "
                             "(default: on); off: the module as it is")
@@ -291,12 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--freezing", action="store_true", help="with --compile: inductor freezing for inference")
     bench.add_argument("--amp", action="store_true",
                        help="bfloat16 autocast for inference and the training loss (weights stay float32)")
-    bench.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's)")
     bench.add_argument("--bottleneck-inplace", choices=["on", "off"],
-                       help="the proposed net's in-place bottleneck forward (default: the class default, on)")
-    bench.add_argument("--heap", choices=["retained", "system"], default="retained",
-                       help="retained (default, as the study trains): keep freed memory in the process "
-                            "(defectlib.allocator); system: the C library's default, which returns it")
+                       help="the proposed network's in-place bottleneck (a constructor argument; default on)")
+    bench.add_argument("--per-path-norm", choices=["on", "off"],
+                       help="the proposed network's bottleneck with one BatchNorm per path (default off)")
+    bench.add_argument("--heap", choices=["retained", "system"], default=None,
+                       help="retained: keep freed memory in the process (defectlib.perf.allocator); "
+                            "system (default, as the study trains): the C library's default, which returns it")
     bench.add_argument("--out", help="JSON path (default: <results>/bench/<device>[-<levers>].json)")
     bench.set_defaults(func=cmd_bench)
     return parser

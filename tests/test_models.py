@@ -304,6 +304,10 @@ def test_deeplab_trains_at_batch_size_one(deeplab):
     try:
         out = deeplab(torch.randn(1, 1, 64, 32))
         out.logits.sum().backward()
+        assert out.logits.shape == (1, 1, *eighth((64, 32)))
+        grads = [p.grad for p in deeplab.parameters() if p.requires_grad]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)  # every layer, the pooling branch too
+        assert any(g.abs().sum() > 0 for g in grads)
     finally:
         deeplab.zero_grad(set_to_none=True)
         deeplab.eval()

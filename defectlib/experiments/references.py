@@ -23,19 +23,6 @@ SOURCES = {
                "(its private datasets MDPA and MDPB: other data than ours)",
 }
 
-#: Published speed and size anchors for the performance chapter (other hardware, other code).
-SPEED_ANCHORS = [
-    {"source": "Tabernik et al. 2019 (SegDecNet)", "model": "SegDecNet", "parameters_m": 15.7,
-     "input": "1408×512", "ms_per_image": 110.0, "hardware": "Titan X"},
-    {"source": "Božič et al. 2021 (mixed supervision)", "model": "SegDecNet++", "parameters_m": None,
-     "input": "1408×512", "ms_per_image": 1000 / 23, "hardware": "RTX 2080 Ti",
-     "note": "23 images/s; 32 min of training per fold"},
-    {"source": "Božič et al. 2021 (baselines there)", "model": "U-Net", "parameters_m": 31.1,
-     "input": "1408×512", "ms_per_image": None, "hardware": None},
-    {"source": "Božič et al. 2021 (baselines there)", "model": "DeepLabv3+", "parameters_m": 41.1,
-     "input": "1408×512", "ms_per_image": None, "hardware": None},
-]
-
 #: Seed 004, Table 2 (small defects: total defect area under 100 px, against all defect-free
 #: samples, over its five cross-validation test groups). MDPA and MDPB are the paper's own
 #: private datasets: other data than ours, shown beside our MagneticTile/KolektorSDD numbers.
@@ -44,14 +31,4 @@ SEED004_SMALL_DEFECTS = {
              "dr": {"tpr": 0.996, "tnr": 0.945, "acc": 0.977}},
     "MDPB": {"resnet50": {"tpr": 0.980, "tnr": 0.913, "acc": 0.951},
              "dr": {"tpr": 0.985, "tnr": 0.942, "acc": 0.979}},
-}
-
-#: Peak arithmetic rates of the GPU the issue's target names (FLOP/s, dense: NVIDIA's H100 SXM
-#: datasheet, whose tensor-core figures are "with sparsity", i.e. twice these). A time computed
-#: from them is a floor: no implementation runs faster than its device's peak. The H200 has the
-#: same compute (more and faster memory).
-GPU_PEAKS = {
-    "H100 SXM, bfloat16 tensor cores": 989.4e12,
-    "H100 SXM, TF32 tensor cores": 494.7e12,
-    "H100 SXM, float32 (no tensor cores)": 66.9e12,
 }

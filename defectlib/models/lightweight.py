@@ -1,7 +1,7 @@
 """The proposed lightweight segmentation network of seed 000.
 
-Paper: "Surface defect detection model of motor commutator based on semantic segmentation"
-(``/work/shared/seeds/000_*.txt``, §2.1), read as ``STUDY.md`` section "Seed 000" says.
+Paper: "Surface defect detection model of motor commutator based on semantic segmentation",
+§2.1.
 
 Structure
 ---------
@@ -16,7 +16,7 @@ Structure
 Choices and deviations (the paper does not say, or says it inconsistently)
 -------------------------------------------------------------------------
 1. Table 1's N column (1, 1, 3, 3, 4) contradicts its block numbers; the block numbers are used
-   (10 blocks: 1 | 2 | 3-4 | 5-7 | 8-10), as STUDY.md resolves. "178×64" is read as 176×64.
+   (10 blocks: 1 | 2 | 3-4 | 5-7 | 8-10). "178×64" is read as 176×64.
 2. "RE" in Table 1 is ReLU6 (the paper prints ReLU6; torchvision's MobileNetV3 uses plain ReLU
    for "RE"); "HS" is h-swish (``nn.Hardswish``).
 3. Bottleneck: each of the 8 depthwise paths is a convolution (no bias) followed by
@@ -51,23 +51,24 @@ Choices and deviations (the paper does not say, or says it inconsistently)
    generalisation: validation AP of the map's maximum 0.34 with it, 0.89 with the small init
    (training-set AP 0.95 and 1.0).
 
-Speed (issue 6; figures from ``defectlib bench`` on the 2-core CPU, in the performance chapter)
------------------------------------------------------------------------------------------
+Speed
+-----
 The network keeps its parameters, and converts its input, to the channels-last memory layout
-(:attr:`LightweightSegNet.channels_last`, default True): the depthwise convolutions' backward
-pass is three to four times faster in that layout on the CPU. It pays only together with the
-single BatchNorm of choice 3: with one BatchNorm per path, each path's gradient is a strided
-slice of the concatenation's, and BatchNorm's backward on such a slice was slower than the
-depthwise convolutions gained (a training step at 704×256, batch 1: 0.28 s with per-path
-BatchNorm in either layout, 0.18 s with one BatchNorm, 0.11-0.12 s with one BatchNorm and
-channels-last). The layout changes only the order of floating-point operations, not the
-function: outputs agree to float rounding (tested).
+(``channels_last``, default True): the depthwise convolutions' backward pass is faster in that
+layout on the CPU. It pays only together with the single BatchNorm of choice 3: with one
+BatchNorm per path, each path's gradient is a strided slice of the concatenation's, and
+BatchNorm's backward on such a slice is slow. The layout changes only the order of
+floating-point operations, not the function: outputs agree to float rounding (tested).
+
+Two more options of the constructor change speed and not the function: ``inplace`` (default
+True) and ``per_path_norm`` (default False), passed on to every
+:class:`MultiKernelBottleneck`. The performance chapter measures each (``defectlib bench``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -162,22 +163,32 @@ class MultiKernelBottleneck(nn.Module):
     (one BatchNorm over the concatenation: the same as one per path, choice 3 of the module
     docstring).
 
-    :attr:`inplace` (a class attribute, default True) lets the forward pass overwrite the
-    ×8-channel intermediate instead of allocating a new one at each step: the activation in
-    place always, and without autograd also the SE gate and the residual sum. The values (and
-    gradients) are bit-for-bit those of the out-of-place formulation, :meth:`_forward_reference`
-    (``MultiKernelBottleneck.inplace = False`` selects it, e.g. to benchmark the difference).
-    With autograd on, the saving is smaller than it looks: PyTorch's in-place ReLU6 / h-swish
-    keep a copy of their input for the backward pass (the profiler shows a ``clone`` under
-    ``hardtanh_``), so in training the activation still allocates one ×8-channel tensor.
+    Parameters
+    ----------
+    in_channels, out_channels
+        Channels of the block's input and output.
+    stride
+        1, or 2 on every depthwise path.
+    use_se
+        Squeeze-and-excitation on the concatenated paths.
+    activation
+        ``"RE"`` (ReLU6) or ``"HS"`` (h-swish).
+    kernels
+        One depthwise path per (height, width) kernel.
+    se_reduction
+        SE's channel reduction.
+    inplace
+        Overwrite the ×8-channel intermediate instead of allocating a new one: the activation
+        in place always, and without autograd also the SE gate and the residual sum. Values and
+        gradients are bit-for-bit those of the out-of-place formulation,
+        :meth:`_forward_reference`, which ``inplace=False`` selects. With autograd on the saving
+        is smaller than it looks: PyTorch's in-place ReLU6 / h-swish keep a copy of their input
+        for the backward pass.
+    per_path_norm
+        Normalise each path on its own, as the paper draws it (slices of :attr:`norm`'s
+        parameters and statistics: the same function and the same state dict). Slower; a
+        reference for tests and the bench.
     """
-
-    #: Overwrite intermediates that nothing else reads (output-identical; see the class docstring).
-    inplace: ClassVar[bool] = True
-    #: Normalise each path on its own, as the paper draws it (slices of :attr:`norm`'s
-    #: parameters and statistics, so the same function and the same state). Slower; kept for
-    #: the benchmark (``defectlib bench``'s ``per_path_norm`` lever) and as a test reference.
-    per_path_norm: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -189,6 +200,8 @@ class MultiKernelBottleneck(nn.Module):
         activation: Literal["HS", "RE"] = "RE",
         kernels: tuple[tuple[int, int], ...] = MULTI_KERNELS,
         se_reduction: int = SE_REDUCTION,
+        inplace: bool = True,
+        per_path_norm: bool = False,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -198,6 +211,8 @@ class MultiKernelBottleneck(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.stride = stride
+        self.inplace = bool(inplace)
+        self.per_path_norm = bool(per_path_norm)
         self.kernels = tuple(tuple(k) for k in kernels)
         self.use_res_connect = stride == 1 and in_channels == out_channels
         expanded = len(self.kernels) * in_channels
@@ -290,7 +305,7 @@ class MultiKernelBottleneck(nn.Module):
         return self.activation(y)
 
 
-def _conv_block(in_channels: int, setting: BlockSettings) -> nn.Module:
+def _conv_block(in_channels: int, setting: BlockSettings, **_options) -> nn.Module:
     return Conv2dNormActivation(
         in_channels,
         setting.out_channels,
@@ -300,13 +315,14 @@ def _conv_block(in_channels: int, setting: BlockSettings) -> nn.Module:
     )
 
 
-def _bottleneck_block(in_channels: int, setting: BlockSettings) -> nn.Module:
+def _bottleneck_block(in_channels: int, setting: BlockSettings, **options) -> nn.Module:
     return MultiKernelBottleneck(
         in_channels,
         setting.out_channels,
         stride=setting.stride,
         use_se=setting.use_se,
         activation=setting.activation,
+        **options,
     )
 
 
@@ -319,10 +335,18 @@ class LightweightSegNet(nn.Module):
     ``forward(x)`` with ``x`` of shape (N, 1, H, W) returns :class:`SegOutput` with features
     (N, 144, ceil(H/8), ceil(W/8)) and logits (N, 1, ceil(H/8), ceil(W/8)).
 
-    With ``channels_last`` (default True; the module docstring's "Speed") the parameters are
-    stored, and the input converted, in the channels-last memory layout, so every activation
-    (and the outputs) are channels-last too. Shapes and values do not depend on it (up to
-    float rounding).
+    Parameters
+    ----------
+    settings
+        The encoder, one row per block (default: the paper's Table 1).
+    in_channels
+        Channels of the input image.
+    channels_last
+        Store the parameters, and convert the input, in the channels-last memory layout, so
+        every activation (and the outputs) are channels-last too (the module docstring's
+        "Speed"). Shapes and values do not depend on it (up to float rounding).
+    inplace, per_path_norm
+        Passed to every :class:`MultiKernelBottleneck` (speed options; the same function).
     """
 
     def __init__(
@@ -331,6 +355,8 @@ class LightweightSegNet(nn.Module):
         in_channels: int = 1,
         *,
         channels_last: bool = True,
+        inplace: bool = True,
+        per_path_norm: bool = False,
     ) -> None:
         super().__init__()
         blocks = [s.block for s in settings]
@@ -344,7 +370,8 @@ class LightweightSegNet(nn.Module):
         layers: list[nn.Module] = []
         channels = in_channels
         for setting in self.settings:
-            layers.append(_BUILDERS[setting.operator](channels, setting))
+            layers.append(_BUILDERS[setting.operator](channels, setting, inplace=inplace,
+                                                      per_path_norm=per_path_norm))
             channels = setting.out_channels
         self.encoder = nn.ModuleList(layers)
 
@@ -435,6 +462,16 @@ class LightweightSegNet(nn.Module):
 
 
 def lightweight_segnet(**kwargs) -> LightweightSegNet:
-    """The proposed segmentation network (Table 1 encoder, ×2 decoder, 144 feature channels)."""
+    """The proposed segmentation network (Table 1 encoder, ×2 decoder, 144 feature channels).
+
+    ``kwargs`` go to :class:`LightweightSegNet` (``channels_last``, ``inplace``,
+    ``per_path_norm``, ...).
+
+    Examples
+    --------
+    >>> net = lightweight_segnet(inplace=False)
+    >>> {block.inplace for block in net.modules() if isinstance(block, MultiKernelBottleneck)}
+    {False}
+    """
     return LightweightSegNet(**kwargs)
 

@@ -2,26 +2,20 @@
 
 On Linux, PyTorch's CPU tensors come from glibc's ``malloc``. By default glibc serves large
 blocks with ``mmap`` and hands freed memory back to the kernel, so every training step maps
-fresh pages for its activations and gradients, and the kernel zeroes each 4 KiB page on first
-touch. For the proposed network at 704×256 that is about 50,000 page faults per training step
-(about 200 MB zeroed), and 230,000 at 1408×512. The step is memory-bound, so the faults cost
-a large part of its time.
+fresh pages for its activations and gradients, and the kernel zeroes each page on first touch.
+A training step is memory-bound, so those page faults can cost a large part of its time.
 
 :func:`retain_freed_memory` turns that off for the whole process with ``mallopt``: no
 ``mmap`` for allocations (``M_MMAP_MAX = 0``) and no trimming of the heap
 (``M_TRIM_THRESHOLD`` at its maximum). Freed blocks then stay in the heap and the next step
-reuses them without a fault (a request that fits no freed block still grows the heap, so an
-odd step can fault in new pages). The arithmetic is the same, so results do not change. The cost is
-memory: the process keeps its peak heap until it exits instead of shrinking after it.
-Measured on the study's 2-core machine (proposed network, batch 1, median of 40 steps, runs
-interleaved with the default): training step at 704×256 0.165-0.194 s -> 0.103-0.111 s, at
-1408×512 0.68-0.69 s -> 0.39 s, peak resident memory at 1408×512 1.7 GB -> 2.2 GB. The
-performance chapter measures it again as one of the speed levers.
+reuses them without a fault (a request that fits no freed block still grows the heap). The
+arithmetic is the same, so results do not change. The cost is memory: the process keeps its
+peak heap until it exits. The bench measures it as a speed lever (``retain_freed_memory``).
 
 The setting lasts for the life of the process and cannot be undone exactly (glibc's default
 thresholds adapt at run time), so a measurement *without* it needs a fresh process; the
-benchmark (:mod:`defectlib.bench`) takes every measurement in its own child process. On other C
-libraries and operating systems the function does nothing and says so.
+bench (:mod:`defectlib.perf.bench`) takes every measurement in its own child process. On other
+C libraries and operating systems the function does nothing and says so.
 
 References
 ----------
@@ -69,6 +63,11 @@ def heap_policy() -> str:
     str
         ``"retained"`` after :func:`retain_freed_memory` took effect; ``"system"`` otherwise
         (the C library's default behaviour).
+
+    Examples
+    --------
+    >>> heap_policy() in ("retained", "system")
+    True
     """
     return _state["policy"]
 
@@ -83,12 +82,6 @@ def retain_freed_memory() -> bool:
     -------
     bool
         True when the setting is in effect (glibc on Linux), False where it is not available.
-
-    Examples
-    --------
-    >>> from defectlib.allocator import heap_policy, retain_freed_memory
-    >>> retain_freed_memory() == (heap_policy() == "retained")
-    True
     """
     if _state["policy"] == "retained":
         return True

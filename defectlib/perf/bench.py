@@ -1,52 +1,39 @@
-"""Speed and memory of every model of the study: figures, not timed tests.
+"""Speed and memory of the study's networks: figures, not timed tests.
 
-For each model and input size :func:`bench_model` measures
+For each network of :data:`defectlib.models.MODELS` and an input size, :func:`bench_model`
+measures
 
 * parameters, and FLOPs per image of one inference (``torch.utils.flop_counter``; a
   multiply-add counts as 2),
-* the training step time at batch 1 (forward, loss, backward, Adam step) and the inference
-  latency (``torch.inference_mode``, batch 1), as medians over repeated runs after warm-up,
+* the training step time at batch 1 (forward, the paper's loss, backward, Adam step) and the
+  inference latency (``torch.inference_mode``, batch 1), as medians over repeated runs after
+  warm-up,
 * the peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on the CPU the peak resident
   memory of a fresh child process that does only this measurement, minus its resident memory
-  right after building the model (so imports and the model's own weights are not counted),
-* achieved FLOP/s of inference and of training (training counted as 3× the forward FLOPs, the
-  usual forward + backward estimate), and their fraction of the machine's *measured* peak:
-  :func:`matmul_peak` times a large float32 matrix product in the same run.
+  right after building the model (imports and the model's weights are not counted),
+* achieved FLOP/s of inference and of training (training counted as 3× the forward FLOPs),
+  and their fraction of the machine's measured peak, :func:`matmul_peak`.
 
-:func:`run_bench` measures every (model, size) in a child process each (so the memory figures
-are independent) and writes one JSON file atomically. ``defectlib bench`` is its command line.
+:func:`run_bench` measures every (network, size) in a child process each, so the memory
+figures are independent, and writes one JSON record atomically; ``defectlib bench`` is its
+command line. :func:`study_sizes` lists the (network, size) pairs a profile trains.
 
-The models are the registry :data:`BENCH_MODELS`: a name maps to a function building the
-module and its training loss for one input, so a new experiment adds its models here.
+Speed levers (a row records which were in effect); off unless the study itself does them:
 
-Speed levers, off by default unless the model or the study turns one on itself; every row
-records which were in effect:
-
-* ``channels_last``: model and input in the channels-last memory format (training and
-  inference). ``None`` (the default) leaves each model in its own layout: the proposed
-  network is channels-last (:class:`~defectlib.models.lightweight.LightweightSegNet`), the
-  baselines channels-first; True / False force one layout on every model;
-* ``fuse_bn`` (default on, as the study predicts): inference on
-  :func:`~defectlib.models.fuse.inference_model`'s copy, BatchNorm folded into the convolutions
-  and parameters channels-last, the copy every prediction function of :mod:`defectlib.training`
-  runs on (training is unaffected: it needs the BatchNorms); off measures the module as it is;
-* ``compile``: ``torch.compile`` of the inference module and of the training loss (forward and
-  loss; the backward is compiled by AOTAutograd, the optimizer step is not). The first call of
-  each is timed on its own (``compile_inference_s``, ``compile_train_s``: compilation plus one
-  run) and excluded from the warm-up and the timed runs; ``freezing`` adds inductor's freezing
-  (constant-folded, pre-packed weights) to the inference compile;
-* ``threads``: ``torch.set_num_threads`` before measuring (None: PyTorch's default);
-* ``bottleneck_inplace``: :attr:`MultiKernelBottleneck.inplace
-  <defectlib.models.lightweight.MultiKernelBottleneck.inplace>` (None: the class default), the
-  proposed network's output-identical in-place bottleneck forward;
-* ``per_path_norm``: :attr:`MultiKernelBottleneck.per_path_norm
-  <defectlib.models.lightweight.MultiKernelBottleneck.per_path_norm>` (None: the class default,
-  off), one BatchNorm per depthwise path as the paper draws it instead of one over their
-  concatenation (the same function; what the shared one buys);
-* ``retain_freed_memory`` (default on, as the study trains): glibc keeps freed memory in the
-  process instead of returning it to the kernel (:mod:`defectlib.allocator`), so a training
-  step does not fault in and zero fresh pages for its activations; off leaves the C library's
-  default. Every measurement runs in a fresh child process, so the two never mix.
+* ``model_options``: constructor arguments of the network (:func:`defectlib.models.build_model`),
+  e.g. the proposed network's ``inplace`` and ``per_path_norm``
+  (:class:`~defectlib.models.lightweight.MultiKernelBottleneck`);
+* ``channels_last``: network and input in the channels-last memory format. ``None`` leaves
+  each network in its own layout (the proposed network is channels-last);
+* ``fuse_bn`` (on by default, as the study predicts): inference on
+  :func:`~defectlib.models.fuse.inference_model`'s copy, BatchNorm folded into the
+  convolutions; off measures the module as it is;
+* ``compile`` / ``freezing``: ``torch.compile`` of inference and of the training loss; the
+  first call of each is timed apart (``compile_inference_s``, ``compile_train_s``);
+* ``amp``: bfloat16 autocast (:func:`defectlib.perf.precision.autocast`), weights float32;
+* ``threads``: ``torch.set_num_threads`` (None: PyTorch's default);
+* ``retain_freed_memory``: keep freed memory in the process (:mod:`defectlib.perf.allocator`);
+  the study does not.
 """
 
 from __future__ import annotations
@@ -60,133 +47,135 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from . import allocator, atomic
-from .errors import ConfigError, UnavailableError
-from .models.counting import count_parameters, flops_per_image
-from .training.two_stage import autocast
+from .. import atomic
+from ..errors import ConfigError, UnavailableError
+from ..models import MODELS, DefectClassifier, build_model
+from ..models.counting import count_parameters, flops_per_image
+from ..models.lightweight import LightweightSegNet, MultiKernelBottleneck
+from . import allocator
+from .precision import autocast
 
 __all__ = [
-    "BENCH_MODELS",
-    "BenchModel",
+    "Task",
+    "TASKS",
     "bench_model",
-    "matmul_peak",
-    "run_bench",
-    "default_sizes",
     "compile_unavailable_reason",
+    "matmul_peak",
+    "network_name",
+    "run_bench",
+    "study_sizes",
 ]
 
-
-@dataclass(frozen=True)
-class BenchModel:
-    """A model of the study as the benchmark sees it.
-
-    ``build()`` returns ``(module, loss_fn)``: ``module(x)`` is the inference pass on a
-    ``(1, in_channels, H, W)`` image, ``loss_fn(module, x)`` the training loss of one step.
-    """
-
-    build: Callable[[], tuple[nn.Module, Callable[[nn.Module, torch.Tensor], torch.Tensor]]]
-    in_channels: int
-    experiment: str
-    description: str
+Loss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 
 class _SegAndClassifier(nn.Module):
-    """Seed 000 inference: segmentation network, then the classifier on its output."""
+    """Seed 000 inference: the segmentation network, then the classifier on its output."""
 
-    def __init__(self, segnet: nn.Module, classifier: nn.Module) -> None:
+    def __init__(self, segnet: nn.Module) -> None:
         super().__init__()
-        self.segnet, self.classifier = segnet, classifier
+        self.segnet = segnet
+        self.classifier = DefectClassifier(in_channels=segnet.feature_channels + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features, logits = self.segnet(x)
         return self.classifier(features, logits)
 
 
-def _seg000(name: str):
-    def build():
-        from .models import DefectClassifier, build_segnet
-
-        segnet = build_segnet(name)
-        model = _SegAndClassifier(segnet, DefectClassifier(in_channels=segnet.feature_channels + 1))
-
-        def loss_fn(module: _SegAndClassifier, x: torch.Tensor) -> torch.Tensor:
-            # The stage-1 step, the bulk of seed 000's training: map vs an (empty) target.
-            _, logits = module.segnet(x)
-            return nn.functional.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
-
-        return model, loss_fn
-
-    return build
+def _seg000_loss(module: _SegAndClassifier, x: torch.Tensor) -> torch.Tensor:
+    """The first stage's step, the bulk of seed 000's training: the map against a target."""
+    _, logits = module.segnet(x)
+    return nn.functional.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
 
 
-def _recognition(method: str):
-    def build():
-        from .models.recognition import RECOGNITION_MODELS
-        from .training.recognition import recognition_loss
+def _rec004_loss(method: str) -> Loss:
+    def loss(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        from ..training.rec004 import recognition_loss
 
-        model = RECOGNITION_MODELS[method](find_weights=False)
+        # A defective image whose every block is defective: DR's loss over the selected blocks,
+        # the classifier's over the image.
+        batch = {"label": torch.ones(len(x), dtype=torch.long, device=x.device),
+                 "mask": torch.ones(len(x), 1, *x.shape[-2:], device=x.device)}
+        return recognition_loss(module(x), batch, method=method, blocks_per_class=16)
 
-        def loss_fn(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-            # One defective image whose every block is defective: DR's loss over the selected
-            # blocks (the classifier's over the image), as in a training step.
-            batch = {"label": torch.ones(len(x), dtype=torch.long, device=x.device),
-                     "mask": torch.ones(len(x), 1, *x.shape[-2:], device=x.device)}
-            return recognition_loss(module(x), batch, method=method, blocks_per_class=16)
-
-        return model, loss_fn
-
-    return build
+    return loss
 
 
-def _seg004(name: str):
-    def build():
-        from .models.seg004 import build_seg004
-        from .training.seg004 import crop_loss
+def _seg004_loss(local: bool) -> Loss:
+    def loss(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        from ..training.seg004 import crop_loss
 
-        model = build_seg004(name, find_weights=False)
-        local = name == "improved"  # the improved net trains on a centred crop of half each side
+        h, w = x.shape[-2:]
+        boxes = [(h // 4, w // 4, h // 2, w // 2)] * len(x) if local else None  # a centred half-side crop
+        return crop_loss(module, x, torch.zeros(len(x), 1, h, w, device=x.device), boxes)
 
-        def loss_fn(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-            h, w = x.shape[-2:]
-            boxes = [(h // 4, w // 4, h // 2, w // 2)] * len(x) if local else None
-            return crop_loss(module, x, torch.zeros(len(x), 1, h, w, device=x.device), boxes)
-
-        return model, loss_fn
-
-    return build
+    return loss
 
 
-BENCH_MODELS: dict[str, BenchModel] = {
-    "proposed": BenchModel(_seg000("proposed"), 1, "seg000", "proposed segmentation net + classifier"),
-    "deeplabv3plus": BenchModel(_seg000("deeplabv3plus"), 1, "seg000", "DeepLabv3+ (ResNet-50) at 1/8 + classifier"),
-    "unet": BenchModel(_seg000("unet"), 1, "seg000", "U-Net (ResNet-34) at 1/8 + classifier"),
-    "dr": BenchModel(_recognition("dr"), 1, "rec004", "DR: fully convolutional ResNet-50 block detector"),
-    "resnet50": BenchModel(_recognition("resnet50"), 1, "rec004", "ResNet-50 image classifier"),
-    "seg004-deeplabv3plus": BenchModel(_seg004("deeplabv3plus"), 1, "seg004",
-                                       "DeepLabv3+ (ResNet-50, full resolution), seed 004"),
-    "seg004-improved": BenchModel(_seg004("improved"), 1, "seg004",
-                                  "improved DeepLabv3+ (local branch, no ASPP), seed 004"),
+@dataclass(frozen=True)
+class Task:
+    """How the bench runs the networks of one paper: what wraps the network for inference and
+    which loss one training step minimises."""
+
+    wrap: Callable[[nn.Module], nn.Module]
+    loss: Callable[[str], Loss]
+    in_channels: int = 1
+
+
+def _identity(module: nn.Module) -> nn.Module:
+    return module
+
+
+#: Per paper (the prefix of a :data:`~defectlib.models.MODELS` name): how its networks run.
+TASKS: dict[str, Task] = {
+    "seg000": Task(_SegAndClassifier, lambda network: _seg000_loss),
+    "rec004": Task(_identity, _rec004_loss),
+    "seg004": Task(_identity, lambda network: _seg004_loss(network == "improved")),
 }
 
 
-def default_sizes() -> dict[str, list[tuple[int, int]]]:
-    """Input sizes per experiment: every profile's (except smoke; seed 004's segmentation has
-    one per dataset), plus seed 000 at 704×256 (the issue's training-step target)."""
-    from .experiments.rec004 import Rec004Config
-    from .experiments.seg000 import Seg000Config
-    from .experiments.seg004 import INPUT_SIZES
+def _split(name: str) -> tuple[str, str]:
+    """``"seg000/proposed"`` → ``("seg000", "proposed")``, for a registered name only."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown network {name!r}; choose one of: {', '.join(MODELS)}")
+    paper, network = name.split("/", 1)
+    return paper, network
 
-    real = [k for k in Seg000Config.PROFILES if k != "smoke"]
-    seg000 = {tuple(Seg000Config.PROFILES[k]["input_size"]) for k in real} | {(704, 256)}
-    rec004 = {tuple(Rec004Config.PROFILES[k]["input_size"]) for k in real}
-    seg004 = {tuple(size) for k in real for d, size in INPUT_SIZES[k].items() if d != "synthetic"}
-    return {"seg000": sorted(seg000), "rec004": sorted(rec004), "seg004": sorted(seg004)}
+
+def network_name(cfg) -> str:
+    """The :data:`~defectlib.models.MODELS` name of the network a cell's config trains.
+
+    Examples
+    --------
+    >>> from defectlib.experiments.rec004 import Rec004Config
+    >>> network_name(Rec004Config.from_profile("smoke", method="resnet50"))
+    'rec004/resnet50'
+    """
+    network = getattr(cfg, "model", None) or cfg.method
+    return f"{cfg.EXPERIMENT}/{network}"
+
+
+def study_sizes(cells: Iterable) -> dict[str, list[tuple[int, int]]]:
+    """Per network (in :data:`~defectlib.models.MODELS`' order), the input sizes the cells train
+    it at (sorted, each once).
+
+    Examples
+    --------
+    >>> from defectlib.experiments.seg000 import Seg000Config
+    >>> cells = [Seg000Config.from_profile("smoke", input_size=s) for s in ([64, 32], [128, 64], [64, 32])]
+    >>> study_sizes(cells)
+    {'seg000/proposed': [(64, 32), (128, 64)]}
+    """
+    sizes: dict[str, set[tuple[int, int]]] = {}
+    for cfg in cells:
+        sizes.setdefault(network_name(cfg), set()).add(tuple(int(v) for v in cfg.input_size))
+    return {name: sorted(sizes[name]) for name in MODELS if name in sizes}
 
 
 def _sync(device: str) -> None:
@@ -205,6 +194,13 @@ def _median_time(fn: Callable[[], object], *, repeats: int, warmup: int, device:
         _sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _first_call_time(fn: Callable[[], object], device: str) -> float:
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
 
 
 def matmul_peak(*, n: int = 2048, repeats: int = 5, device: str = "cpu", dtype=torch.float32) -> float:
@@ -238,7 +234,7 @@ def compile_unavailable_reason(device: str = "cpu") -> str | None:
     """Why ``torch.compile`` (inductor) cannot work for ``device`` here, or None if it can.
 
     On the CPU inductor writes C++ and needs a compiler: ``$CXX`` if set, else one of g++,
-    clang++, c++ on the PATH. (None does not promise success, only that nothing is missing.)
+    clang++, c++ on the PATH. None does not promise success, only that nothing is missing.
     """
     if not hasattr(torch, "compile"):
         return f"torch {torch.__version__} has no torch.compile"
@@ -251,11 +247,32 @@ def compile_unavailable_reason(device: str = "cpu") -> str | None:
     return None
 
 
-def _first_call_time(fn: Callable[[], object], device: str) -> float:
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
+def _check_levers(*, compile: bool, freezing: bool, threads: int | None, device: str) -> None:
+    """Refuse lever combinations that cannot work, before anything is measured."""
+    if freezing and not compile:
+        raise ConfigError("freezing is an option of torch.compile: pass compile=True as well")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    if compile:
+        reason = compile_unavailable_reason(device)
+        if reason is not None:
+            raise UnavailableError(f"cannot benchmark with compile=True: {reason}")
+
+
+def _set_heap(retain_freed_memory: bool | None) -> None:
+    if retain_freed_memory is None:
+        return
+    if retain_freed_memory:
+        allocator.retain_freed_memory()
+    elif allocator.heap_policy() == "retained":
+        raise ConfigError("this process already retains freed memory (defectlib.perf.allocator) and cannot "
+                          "undo it; measure with retain_freed_memory=False in a fresh process (run_bench does)")
+
+
+def _block_option(model: nn.Module, option: str) -> bool | None:
+    """The proposed network's bottleneck ``option`` as built (None: the network has none)."""
+    values = {getattr(m, option) for m in model.modules() if isinstance(m, MultiKernelBottleneck)}
+    return values.pop() if len(values) == 1 else None
 
 
 def bench_model(
@@ -266,59 +283,52 @@ def bench_model(
     train_repeats: int = 5,
     infer_repeats: int = 10,
     warmup: int = 2,
+    model_options: Mapping[str, object] | None = None,
     channels_last: bool | None = None,
     fuse_bn: bool = True,
     compile: bool = False,
     freezing: bool = False,
-    threads: int | None = None,
-    bottleneck_inplace: bool | None = None,
     amp: bool = False,
-    per_path_norm: bool | None = None,
-    retain_freed_memory: bool = True,
+    threads: int | None = None,
+    retain_freed_memory: bool | None = None,
 ) -> dict:
-    """Measure one model at one input size (in this process). Returns a flat dict of figures.
+    """Measure one network at one input size, in this process.
 
-    ``peak_memory_mb`` on the CPU is only meaningful in a process that measures nothing else
-    (:func:`run_bench` takes care of that); with ``compile`` it includes the compiler's own
-    memory. The levers (``channels_last``, ``fuse_bn``,
-    ``compile``, ``freezing``, ``threads``, ``bottleneck_inplace``, ``per_path_norm``) are
-    described in the module docstring; ``threads``, ``bottleneck_inplace`` and ``per_path_norm``
-    change process-wide settings. ``amp`` runs
-    inference and the training loss under ``torch.autocast`` in bfloat16 (weights and optimiser
-    stay float32). ``output_max_abs_diff`` is the largest absolute difference of the inference
-    output from that of the plain float32 model: what the levers cost in exactness.
+    Parameters
+    ----------
+    name
+        A :data:`~defectlib.models.MODELS` name, e.g. ``"seg000/proposed"``.
+    input_size
+        ``(H, W)`` of the one-image batch.
+    model_options
+        Constructor arguments of the network (:func:`~defectlib.models.build_model`).
+    channels_last, fuse_bn, compile, freezing, amp, threads, retain_freed_memory
+        The speed levers of the module docstring. ``threads`` and ``retain_freed_memory``
+        change settings of the whole process; ``retain_freed_memory=None`` leaves the heap as
+        the process has it (in :func:`run_bench`'s fresh children: the C library's default).
+
+    Returns
+    -------
+    dict
+        One flat row of figures and the levers in effect. ``output_max_abs_diff`` is the
+        largest absolute difference of the inference output from the unfused float32 network's.
+        ``peak_memory_mb`` on the CPU is meaningful only in a process that measures nothing
+        else (:func:`run_bench` runs each measurement in its own).
     """
-    if name not in BENCH_MODELS:
-        raise KeyError(f"unknown model {name!r}; choose one of {', '.join(BENCH_MODELS)}")
-    if freezing and not compile:
-        raise ConfigError("freezing is an option of torch.compile: pass compile=True as well")
-    if compile:
-        reason = compile_unavailable_reason(device)
-        if reason is not None:
-            raise UnavailableError(f"cannot benchmark with compile=True: {reason}")
+    paper, network = _split(name)
+    _check_levers(compile=compile, freezing=freezing, threads=threads, device=device)
     if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
-    if retain_freed_memory:
-        allocator.retain_freed_memory()
-    elif allocator.heap_policy() == "retained":
-        raise ConfigError("this process already retains freed memory (defectlib.allocator) and cannot undo "
-                          "it; measure with retain_freed_memory=False in a fresh process (run_bench does)")
-    from .models.lightweight import LightweightSegNet, MultiKernelBottleneck
+    _set_heap(retain_freed_memory)
 
-    if bottleneck_inplace is not None:
-        MultiKernelBottleneck.inplace = bool(bottleneck_inplace)
-    if per_path_norm is not None:
-        MultiKernelBottleneck.per_path_norm = bool(per_path_norm)
-
-    spec = BENCH_MODELS[name]
+    task = TASKS[paper]
     torch.manual_seed(0)
     h, w = (int(v) for v in input_size)
-    model, loss_fn = spec.build()
-    flops = flops_per_image(model, (h, w), in_channels=spec.in_channels)
+    model = task.wrap(build_model(name, **dict(model_options or {})))
+    loss_fn = task.loss(network)
+    flops = flops_per_image(model, (h, w), in_channels=task.in_channels)
     segnets = [m for m in model.modules() if isinstance(m, LightweightSegNet)]
-    if channels_last is None:  # the model's own layout
+    if channels_last is None:  # the network's own layout
         channels_last = any(m.channels_last for m in segnets)
         model = model.to(device)
     else:
@@ -326,21 +336,20 @@ def bench_model(
             m.channels_last = bool(channels_last)
         model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.rand(1, spec.in_channels, h, w, device=device).contiguous(memory_format=memory_format)
+    x = torch.rand(1, task.in_channels, h, w, device=device).contiguous(memory_format=memory_format)
     model.eval()
     with torch.inference_mode():
         reference_output = model(x).float()
     if fuse_bn:
-        from .models.fuse import inference_model
+        from ..models.fuse import inference_model
 
-        # A separate, fused copy (built before the memory baseline: weights are not counted).
+        # A separate, fused copy, built before the memory baseline (its weights are not counted).
         infer_module: nn.Module = inference_model(model, channels_last=channels_last, fuse_bn=True)
     else:
         infer_module = model
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     rss_before = _rss_bytes()
-
     if compile:
         infer_module = torch.compile(infer_module, options={"freezing": True} if freezing else None)
 
@@ -354,10 +363,7 @@ def bench_model(
 
     model.train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    if compile:
-        compiled_loss = torch.compile(lambda inp: loss_fn(model, inp))
-    else:
-        compiled_loss = None
+    compiled_loss = torch.compile(lambda inp: loss_fn(model, inp)) if compile else None
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -368,14 +374,10 @@ def bench_model(
 
     compile_train_s = _first_call_time(step, device) if compile else None
     train_s = _median_time(step, repeats=train_repeats, warmup=warmup, device=device)
-    if device.startswith("cuda"):
-        peak = torch.cuda.max_memory_allocated()
-    else:
-        peak = max(0, _peak_rss_bytes() - rss_before)
+    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else max(0, _peak_rss_bytes() - rss_before)
     return {
         "model": name,
-        "experiment": spec.experiment,
-        "description": spec.description,
+        "experiment": paper,
         "input": f"{h}×{w}",
         "height": h,
         "width": w,
@@ -392,80 +394,84 @@ def bench_model(
         "compile": compile,
         "freezing": freezing,
         "amp": amp,
+        "bottleneck_inplace": _block_option(model, "inplace"),
+        "per_path_norm": _block_option(model, "per_path_norm"),
         "output_max_abs_diff": output_diff,
         "compile_inference_s": compile_infer_s,
         "compile_train_s": compile_train_s,
-        "bottleneck_inplace": MultiKernelBottleneck.inplace,
-        "per_path_norm": MultiKernelBottleneck.per_path_norm,
         "heap": allocator.heap_policy(),
         "device": device,
         "threads": torch.get_num_threads(),
     }
 
 
-def _child(args: list[str]) -> dict:
-    """Run :func:`bench_model` in a fresh interpreter (its own peak-memory figure)."""
-    code = (
-        "import json, sys; from defectlib.bench import bench_model; "
-        "a = json.loads(sys.argv[1]); print('BENCH' + json.dumps(bench_model(**a)))"
-    )
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+def _child(kwargs: dict) -> dict:
+    """:func:`bench_model` in a fresh interpreter (its own peak memory and heap policy)."""
+    code = ("import json, sys; from defectlib.perf.bench import bench_model; "
+            "print('BENCH' + json.dumps(bench_model(**json.loads(sys.argv[1]))))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True)
     if out.returncode != 0:
-        raise RuntimeError(f"benchmark child failed ({args}):\n{out.stderr[-2000:]}")
+        raise RuntimeError(f"benchmark child failed ({kwargs}):\n{out.stderr[-2000:]}")
     line = next(line for line in out.stdout.splitlines() if line.startswith("BENCH"))
     return json.loads(line[len("BENCH"):])
 
 
-def run_bench(
-    out_path,
-    *,
-    models: Sequence[str] | None = None,
-    sizes: dict[str, list[tuple[int, int]]] | None = None,
-    device: str = "cpu",
-    channels_last: bool | None = None,
-    threads: int | None = None,
-    progress: bool = True,
-    **kwargs,
-) -> dict:
-    """Measure every model at its experiment's sizes, each in its own child process, and write
-    ``out_path`` (JSON, atomically; ``None``: do not write): the machine, its measured matmul
-    peak, one row per measurement. Returns the record.
-
-    ``kwargs`` go to :func:`bench_model` (``fuse_bn``, ``compile``, ``freezing``, ``amp``,
-    ``bottleneck_inplace``, ``per_path_norm``, ``retain_freed_memory``, repeats). With ``threads`` the matmul peak is measured with that
-    many threads as well (this process's setting is restored afterwards)."""
-    from tqdm.auto import tqdm
-
-    from .results import device_info, git_state, package_versions
-
-    models = list(models or BENCH_MODELS)
-    unknown = [m for m in models if m not in BENCH_MODELS]
-    if unknown:
-        raise KeyError(f"unknown model(s) {unknown}; choose from {', '.join(BENCH_MODELS)}")
-    if kwargs.get("freezing") and not kwargs.get("compile"):
-        raise ConfigError("freezing is an option of torch.compile: pass compile=True as well")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"threads must be >= 1, got {threads}")
-    if kwargs.get("compile"):
-        reason = compile_unavailable_reason(device)
-        if reason is not None:  # fail here, not in every child
-            raise UnavailableError(f"cannot benchmark with compile=True: {reason}")
-    sizes = sizes or default_sizes()
-    started = time.time()
-    default_threads = torch.get_num_threads()
+def _peak_at(threads: int | None, device: str) -> tuple[float, int]:
+    """The matmul peak measured with ``threads`` (this process's setting restored), and the
+    number of threads it ran with."""
+    default = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        peak = matmul_peak(device=device)
-        peak_threads = torch.get_num_threads()
+        return matmul_peak(device=device), torch.get_num_threads()
     finally:
-        torch.set_num_threads(default_threads)
-    jobs = [(m, s) for m in models for s in sizes.get(BENCH_MODELS[m].experiment, [])]
+        torch.set_num_threads(default)
+
+
+def run_bench(
+    out_path,
+    sizes: Mapping[str, Sequence[Sequence[int]]],
+    *,
+    device: str = "cpu",
+    threads: int | None = None,
+    progress: bool = True,
+    **levers,
+) -> dict:
+    """Measure every network at its sizes, each in its own child process.
+
+    Parameters
+    ----------
+    out_path
+        Where the JSON record goes (atomically); None: nowhere.
+    sizes
+        Network name → input sizes ``(H, W)`` (:func:`study_sizes` gives a profile's).
+    threads
+        Threads of every measurement and of the matmul peak.
+    **levers
+        Passed to :func:`bench_model` (``model_options``, ``channels_last``, ``fuse_bn``,
+        ``compile``, ``freezing``, ``amp``, ``retain_freed_memory``, repeats).
+
+    Returns
+    -------
+    dict
+        The machine, its measured matmul peak, the code version, and one row per measurement
+        (with ``inference_fraction_of_peak`` and ``train_fraction_of_peak``).
+    """
+    from tqdm.auto import tqdm
+
+    from ..results import device_info, git_state, package_versions
+
+    for name in sizes:
+        _split(name)
+    _check_levers(compile=levers.get("compile", False), freezing=levers.get("freezing", False),
+                  threads=threads, device=device)
+    started = time.time()
+    peak, peak_threads = _peak_at(threads, device)
+    jobs = [(name, size) for name, found in sizes.items() for size in found]
     rows = []
     for name, size in tqdm(jobs, desc="bench", disable=not progress):
-        args = {"name": name, "input_size": list(size), "device": device, "channels_last": channels_last,
-                "threads": threads, **kwargs}
-        row = _child([json.dumps(args)])
+        row = _child({"name": name, "input_size": [int(v) for v in size], "device": device, "threads": threads,
+                      **levers})
         row["inference_fraction_of_peak"] = row["inference_flops_per_s"] / peak
         row["train_fraction_of_peak"] = row["train_flops_per_s"] / peak
         rows.append(row)

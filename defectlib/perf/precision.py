@@ -1,15 +1,9 @@
-"""Whether a device computes in bfloat16 natively, and a warning where it does not.
+"""bfloat16 autocast for the bench, and whether a device computes in bfloat16 natively.
 
-The ``cpu`` profile trains seed 000's baselines and all of seed 004 under bfloat16 autocast
-(:func:`defectlib.training.two_stage.autocast`) because it made their training steps 1.4-1.6×
-faster on the study's CPU, an AMD EPYC with AVX-512 BF16. A CPU without bfloat16
-instructions (neither AVX-512 BF16 nor AMX) still runs bfloat16 autocast, but oneDNN then
-converts to and from float32 around every operation: on a 2-core Intel Xeon without either,
-a DeepLabv3+ training step at 352×128 under bfloat16 took 0.9-1.0 s, against 0.35-0.56 s in
-float32 on the same machine and 0.19 s under bfloat16 on the study's CPU (two runs of
-``defectlib bench``; the performance chapter shows the records kept). There, pass
-``amp=False`` to the grid notebooks and the performance chapter (their ``amp`` parameter) to train
-in float32.
+The study trains and predicts in float32. The bench's ``amp`` lever measures what bfloat16
+autocast would change. A CPU without bfloat16 instructions (neither AVX-512 BF16 nor AMX)
+still runs autocast, but emulated, converting to and from float32 around every operation,
+which is typically slower than float32; :func:`autocast` then warns once.
 """
 
 from __future__ import annotations
@@ -17,7 +11,9 @@ from __future__ import annotations
 import functools
 import warnings
 
-__all__ = ["native_bfloat16", "warn_if_emulated"]
+import torch
+
+__all__ = ["autocast", "native_bfloat16", "warn_if_emulated"]
 
 
 def native_bfloat16(device="cpu") -> bool | None:
@@ -30,9 +26,9 @@ def native_bfloat16(device="cpu") -> bool | None:
     --------
     >>> native_bfloat16("cpu") in (True, False, None)
     True
+    >>> native_bfloat16("meta") is None
+    True
     """
-    import torch
-
     kind = torch.device(device).type
     if kind == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
@@ -50,9 +46,32 @@ def warn_if_emulated(kind: str) -> None:
     """Warn (once per device type and process) when bfloat16 on ``kind`` is not native."""
     if native_bfloat16(kind) is False:
         warnings.warn(
-            f"bfloat16 autocast on a {kind.upper()} without bfloat16 instructions (no AVX-512 BF16 or AMX): "
-            "it runs emulated, typically several times slower than float32 (defectlib.precision); "
-            "pass amp=False to the grid and performance notebooks (or defectlib book -p amp False) to train in float32",
+            f"bfloat16 autocast on a {kind.upper()} without bfloat16 instructions (no AVX-512 BF16 or AMX) "
+            "runs emulated, typically slower than float32 (defectlib.perf.precision)",
             RuntimeWarning,
             stacklevel=3,
         )
+
+
+def autocast(device, enabled: bool):
+    """``torch.autocast`` in bfloat16 on ``device``'s type when ``enabled``.
+
+    Convolutions and matrix products run in bfloat16, reductions and losses in float32; the
+    weights and the optimiser stay float32. Warns once where bfloat16 is emulated
+    (:func:`warn_if_emulated`).
+
+    Examples
+    --------
+    >>> with autocast("cpu", True):
+    ...     y = torch.nn.Linear(4, 2)(torch.ones(1, 4))
+    >>> y.dtype
+    torch.bfloat16
+    >>> with autocast("cpu", False):
+    ...     y = torch.nn.Linear(4, 2)(torch.ones(1, 4))
+    >>> y.dtype
+    torch.float32
+    """
+    kind = torch.device(device).type
+    if enabled:
+        warn_if_emulated(kind)
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=bool(enabled))
