@@ -94,15 +94,6 @@ def test_smoke_book_builds_from_papermill_outputs(isolated):
     assert timed["seg004.ipynb"]["runs"] and all(r["experiment"] == "seg004" for r in timed["seg004.ipynb"]["runs"])
 
 
-def test_doctests():
-    import doctest
-
-    from defectlib import book
-
-    result = doctest.testmod(book)
-    assert result.attempted >= 3 and result.failed == 0
-
-
 def test_book_wide_overrides_go_only_to_the_notebooks_that_declare_them():
     from defectlib.book import declared_parameters, route_parameters
 
