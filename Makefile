@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-PROFILE ?= cpu
+PROFILE ?= converged
 # The study's data: $DEFECTLIB_DATA, else ../shared/data when it exists, else ./data.
 export DEFECTLIB_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
 

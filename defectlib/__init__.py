@@ -8,8 +8,16 @@ data
 metrics
     Image-level and pixel-level metrics (pure functions).
 experiments
-    One typed configuration per experiment, with the named profiles ``smoke``, ``cpu``,
-    ``paper``, and the functions the book's notebooks call.
+    One typed configuration per experiment, with the named profiles ``smoke``, ``converged``,
+    ``paper``, the functions the book's notebooks call, and the study's whole grid
+    (``defectlib grid``).
+training
+    One training loop (schedule, validation, checkpoints, resume) and each paper's trainers.
+models
+    Every network of the study, behind one registry.
+perf
+    Speed and memory: benchmarks and the performance chapter's accounting (beside the study;
+    nothing in it imports this).
 plots
     Figures for the book.
 results

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
 from tqdm.auto import tqdm
 
+from .config import DEFAULT_PROFILE
 from . import atomic
 from .errors import DefectlibError
 from .paths import project_root, results_root
@@ -99,7 +101,7 @@ def route_parameters(
     """Give each notebook the ``parameters`` its parameters cell declares.
 
     The notebooks reject names they do not declare (a misspelt parameter must not pass
-    silently), so a book-wide override such as ``amp`` goes only to the notebooks that take
+    silently), so a book-wide override such as ``compute`` goes only to the notebooks that take
     it; ``profile`` is declared by every notebook.
 
     Raises
@@ -109,9 +111,9 @@ def route_parameters(
 
     Examples
     --------
-    >>> route_parameters({Path("a.ipynb"): ["profile", "amp"], Path("b.ipynb"): ["profile"]},
-    ...                  {"profile": "cpu", "amp": False})
-    {PosixPath('a.ipynb'): {'profile': 'cpu', 'amp': False}, PosixPath('b.ipynb'): {'profile': 'cpu'}}
+    >>> route_parameters({Path("a.ipynb"): ["profile", "compute"], Path("b.ipynb"): ["profile"]},
+    ...                  {"profile": "converged", "compute": True})
+    {PosixPath('a.ipynb'): {'profile': 'converged', 'compute': True}, PosixPath('b.ipynb'): {'profile': 'converged'}}
     """
     unknown = [name for name in parameters if not any(name in names for names in declared.values())]
     if unknown:
@@ -270,14 +272,14 @@ def notebook_runs_path(profile: str, path_output: Path | None = None) -> Path:
 
     Examples
     --------
-    >>> notebook_runs_path("cpu", Path("/tmp/out")).as_posix()
-    '/tmp/out/_build/notebook-runs-cpu.json'
+    >>> notebook_runs_path("converged", Path("/tmp/out")).as_posix()
+    '/tmp/out/_build/notebook-runs-converged.json'
     """
     return Path(path_output or project_root()) / "_build" / f"notebook-runs-{profile}.json"
 
 
 def build_book(
-    profile: str = "cpu",
+    profile: str = DEFAULT_PROFILE,
     *,
     path_output: Path | None = None,
     parameters: Mapping[str, Any] | None = None,
@@ -287,7 +289,7 @@ def build_book(
     """Stage, execute (papermill, ``profile`` + ``parameters``) and build the book.
 
     Each override of ``parameters`` goes to the notebooks that declare it, e.g.
-    ``{"amp": False}`` to the three grid notebooks and the performance chapter (:func:`route_parameters`).
+    ``{"compute": True}`` to the three grid notebooks (:func:`route_parameters`).
 
     The HTML ends at ``<path_output>/_build/html/index.html``; ``path_output`` defaults to
     the project root. Returns that path. How long each notebook took, and the cells it trained,

@@ -117,3 +117,27 @@ def notebook_config(cls: type[ExperimentConfig], namespace: Mapping[str, Any], *
         raise ConfigError(f"{cls.EXPERIMENT}: the notebook defines no 'profile' parameter")
     profile = params.pop("profile")
     return cls.from_profile(profile, **params)
+
+
+def profile_differences(cls: type[ExperimentConfig], profile: str, *, reference: str = "paper", **fields: Any):
+    """The fields where ``profile`` differs from ``reference``, for one cell (``fields``).
+
+    Returns a two-column table (``profile``, ``reference``) indexed by field name, values as
+    text: what a page's numbers were made with against the papers' settings.
+
+    Examples
+    --------
+    >>> class Demo(ExperimentConfig):
+    ...     EXPERIMENT = "demo"
+    ...     PROFILES = {"smoke": {"size": 8}, "paper": {"size": 512}}
+    ...     size: int = 1
+    >>> profile_differences(Demo, "smoke").to_dict("index")
+    {'size': {'smoke': '8', 'paper': '512'}}
+    """
+    import pandas as pd
+
+    mine = cls.from_profile(profile, **fields).to_dict()
+    theirs = cls.from_profile(reference, **fields).to_dict()
+    keys = [k for k in mine if k != "profile" and mine[k] != theirs.get(k)]
+    return pd.DataFrame({profile: {k: str(mine[k]) for k in keys}, reference: {k: str(theirs.get(k)) for k in keys}},
+                        index=pd.Index(keys, name="field"))

@@ -23,7 +23,7 @@ from ..data.io import read_gray, read_mask
 from ..data.masks import check_kernel, dilate_mask
 from ..data.summary import areas_at_size, summarize
 from ..results import Run, RunResult
-from .common import all_of
+from .common import all_of, timed
 
 SAMPLE_COLUMNS = [
     "sample_id", "dataset", "fold", "label", "group", "defect_class",
@@ -82,6 +82,7 @@ def dilation_example(row: pd.Series, dilations: list[int], margin: int) -> dict[
 def _sample_rows(name: str, table: pd.DataFrame, manifest: FoldsManifest, cfg: DataConfig) -> pd.DataFrame:
     rows = table.assign(
         fold=manifest.folds_of(table),
+        group=manifest.groups_of(table),
         defect_area_input=areas_at_size(table, tuple(cfg.input_size)),
     )
     return rows[SAMPLE_COLUMNS]
@@ -100,7 +101,8 @@ def run(cfg: DataConfig) -> RunResult:
 
     for name in tqdm(cfg.datasets, desc="per-sample table"):
         if not current.has_part(name):
-            current.save_part(name, _sample_rows(name, tables[name], manifests[name], cfg))
+            rows, seconds = timed(_sample_rows, name, tables[name], manifests[name], cfg)
+            current.save_part(name, rows, seconds=seconds)
     samples = current.load_parts()
 
     first = tables[cfg.datasets[0]]

@@ -16,7 +16,7 @@ Choices the paper leaves open, and deviations (also stated in the book):
 - **Initialisation**: random (the paper's training step 1) for both networks; with
   ``imagenet_weights=True`` the ResNet-50 encoder loads ImageNet weights *if a file is on disk*
   (none is downloaded). What was used is recorded per fold (``pretrained`` in provenance).
-- **Input size**: images are resized (area interpolation) to ``input_size``; the ``cpu``
+- **Input size**: images are resized (area interpolation) to ``input_size``; the ``converged``
   profile uses 256×256 for MagneticTile (native sizes 222–403 × 103–632, squashed to a square)
   and 352×128 for KolektorSDD (1/4 of seed 000's 1408×512); ``paper`` uses 384×384 and
   1408×512. Masks are resized with the any-pixel rule (:func:`~defectlib.data.masks.resize_mask`),
@@ -419,7 +419,8 @@ def grid_table(results: list[RunResult]) -> pd.DataFrame:
 
 
 def summary_table(results: list[RunResult]) -> pd.DataFrame:
-    """One row per cell: metrics over all folds, their mean ± std over folds, wall time, weights."""
+    """One row per cell: metrics over all folds, their mean ± std over folds, failed folds,
+    compute time, weights."""
     rows = []
     for r in results:
         m = r.metrics
@@ -429,7 +430,8 @@ def summary_table(results: list[RunResult]) -> pd.DataFrame:
             row[f"{key} (fold mean ± std)"] = f"{m[f'{key}_fold_mean']:.3f} ± {m[f'{key}_fold_std']:.3f}"
         row.update({"mean image F1": m["mean_image_f1"],
                     "defect-free images with FP": f"{m['defect_free_with_fp']} / {m['n_defect_free']}",
-                    "wall time (min)": r.provenance["wall_time_s"] / 60,
+                    "failed folds": len(m.get("failed_folds", [])),
+                    "CPU-hours": r.provenance["wall_time_s"] / 3600,
                     "ImageNet weights": r.provenance.get("pretrained") not in (None, "None")})
         rows.append(row)
     return pd.DataFrame(rows)

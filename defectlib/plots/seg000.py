@@ -39,38 +39,57 @@ def plot_sweep_metrics(table: pd.DataFrame) -> Figure:
     return fig
 
 
-def plot_sweep_errors(table: pd.DataFrame) -> Figure:
-    """False positives and false negatives against annotation precision (seed 000's Fig. 6)."""
+def plot_sweep_errors(table: pd.DataFrame, *, folds: pd.DataFrame | None = None) -> Figure:
+    """False positives and false negatives against annotation precision (seed 000's Fig. 6).
+
+    With ``folds`` (:func:`~defectlib.experiments.seg000.fold_errors`), a third panel shows
+    FP + FN of every test fold as points beside each cell's total.
+    """
     dilations = sorted(table["dilation"].unique())
     models = list(dict.fromkeys(table["model"]))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
+    panels = ("fp", "fn", "folds") if folds is not None and len(folds) else ("fp", "fn")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.4), sharey=True)
     width = 0.8 / max(len(models), 1)
-    for ax, metric in zip(axes, ("fp", "fn")):
+    for ax, metric in zip(axes, panels):
         for i, model in enumerate(models):
+            x0 = np.arange(len(dilations)) + (i - (len(models) - 1) / 2) * width
+            color = MODEL_COLORS.get(model)
+            if metric == "folds":
+                rows = folds[folds["model"] == model]
+                x = x0[[dilations.index(k) for k in rows["dilation"]]] if len(rows) else []
+                ax.scatter(x, rows["errors"], s=14, color=color, label=MODEL_LABELS.get(model, model))
+                continue
             rows = table[table["model"] == model].set_index("dilation").reindex(dilations)
-            x = np.arange(len(dilations)) + (i - (len(models) - 1) / 2) * width
-            bars = ax.bar(x, rows[metric], width, label=MODEL_LABELS.get(model, model), color=MODEL_COLORS.get(model))
+            bars = ax.bar(x0, rows[metric], width, label=MODEL_LABELS.get(model, model), color=color)
             ax.bar_label(bars, fontsize=7)
         _dilation_ticks(ax, dilations)
-        ax.set_title({"fp": "false positives", "fn": "false negatives"}[metric])
+        ax.set_title({"fp": "false positives", "fn": "false negatives", "folds": "FP + FN per test fold"}[metric])
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("images")
-    axes[-1].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def plot_training_curves(folds: dict[int, dict[str, np.ndarray]], *, window: int = 25) -> Figure:
-    """Per-fold training losses of both stages (moving average over ``window`` steps)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.0))
-    for ax, key, title in zip(axes, ("seg_losses", "clf_losses"), ("segmentation", "classification")):
-        plot_fold_losses(ax, {fold: arrays[key] for fold, arrays in folds.items()}, window=window)
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss (moving average)")
-        ax.set_title(f"{title} stage")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
+    """Both stages of one run: training loss (moving average over ``window`` steps) and the
+    validation AP (of the map maximum, then of the classifier) against step, per fold."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 5.4))
+    for column, (prefix, title, label) in enumerate((("seg", "segmentation stage", "AP of the map maximum"),
+                                                     ("clf", "classification stage", "AP of the classifier"))):
+        loss_ax, val_ax = axes[0, column], axes[1, column]
+        plot_fold_losses(loss_ax, {fold: arrays[f"{prefix}_losses"] for fold, arrays in folds.items()}, window=window)
+        loss_ax.set_yscale("log")
+        loss_ax.set_ylabel("training loss (moving average)")
+        loss_ax.set_title(title)
+        for fold, arrays in sorted(folds.items()):
+            if f"{prefix}_eval_ap" in arrays:
+                val_ax.plot(arrays[f"{prefix}_eval_step"], arrays[f"{prefix}_eval_ap"], "o-", ms=3, label=f"fold {fold}")
+        val_ax.set_ylabel(f"validation {label}")
+        val_ax.set_xlabel("step")
+        for ax in (loss_ax, val_ax):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
