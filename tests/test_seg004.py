@@ -12,17 +12,37 @@ from defectlib.errors import ConfigError
 from defectlib.experiments import seg004
 from defectlib.experiments.seg004 import GALLERY, Seg004Config, Seg004GridConfig
 from defectlib.metrics import pixel_counts
-from defectlib.models.seg004 import ImprovedDeepLabV3Plus, build_seg004, deeplabv3plus_full
+from defectlib.models import build_model
+from defectlib.models.seg004 import ImprovedDeepLabV3Plus, deeplabv3plus_full
 from defectlib.seeding import seed_everything, torch_generator
+from defectlib.training import Schedule
 from defectlib.training.seg004 import (
+    CROP_STREAM,
     BalancedBatchSampler,
     crop_loss,
     predict_seg004,
     random_crop_box,
+    soft_dice_loss,
     train_seg004,
 )
 
 from helpers import interrupt_fold_once
+
+
+class TinyCropNet(torch.nn.Module):
+    """A stand-in with the improved network's interface: full-resolution logits, or a crop's."""
+
+    supports_crop = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x, crop=None):
+        logits = self.conv(x)
+        if crop is None:
+            return logits
+        return torch.stack([logits[i, :, t:t + h, l:l + w] for i, (t, l, h, w) in enumerate(crop)])
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +75,7 @@ def test_a_crop_of_the_whole_image_is_the_whole_image(improved):
 
 @pytest.mark.parametrize("flags", [{"branch": False}, {"aspp": True}, {"branch": False, "aspp": True}])
 def test_ablation_variants_build_and_run(flags):
-    model = build_seg004("improved", **flags).eval()
+    model = build_model("seg004/improved", **flags).eval()
     assert (model.branch is not None) == flags.get("branch", True)
     with torch.no_grad():
         assert model(torch.rand(1, 1, 64, 64), crop=(0, 16, 32, 32)).shape == (1, 1, 32, 32)
@@ -117,22 +137,90 @@ def test_batches_hold_n_defective_and_n_defect_free_images():
     assert sorted(first_pass) == [0, 4, 6]  # every defective image once per pass
 
 
+def test_soft_dice_is_zero_for_a_perfect_map_and_spans_the_batch():
+    target = torch.zeros(2, 1, 8, 8)
+    target[0, 0, 2:5, 2:5] = 1
+    perfect = torch.where(target > 0, 30.0, -30.0)
+    assert float(soft_dice_loss(perfect, target)) == pytest.approx(0.0, abs=1e-6)
+    nothing = torch.full_like(target, -30.0)
+    assert float(soft_dice_loss(nothing, target)) == pytest.approx(1 - 1 / 10, abs=1e-6)  # eps / (|T| + eps)
+    # a defect-free image predicted empty adds nothing: the overlap and sums are over the batch
+    assert float(soft_dice_loss(nothing[1:], target[1:])) == pytest.approx(0.0, abs=1e-6)
+    logits = torch.randn(2, 1, 8, 8, requires_grad=True)
+    soft_dice_loss(logits, target).backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_crop_loss_adds_the_weighted_dice_term():
+    torch.manual_seed(0)
+    model = TinyCropNet().eval()
+    image = torch.rand(2, 1, 64, 64)
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[0, 0, 20:24, 4:10] = 1
+    boxes = [(16, 0, 32, 32), (0, 32, 32, 32)]
+    with torch.no_grad():
+        bce = crop_loss(model, image, mask, boxes)
+        logits = model(image, crop=boxes)
+        target = torch.stack([mask[0, :, 16:48, 0:32], mask[1, :, 0:32, 32:64]])
+        expected = bce + 2.5 * soft_dice_loss(logits, target)
+        assert torch.allclose(crop_loss(model, image, mask, boxes, dice_weight=2.5), expected, atol=1e-6)
+        assert torch.equal(crop_loss(model, image, mask, boxes, dice_weight=0.0), bce)
+        whole = crop_loss(model, image, mask, None, dice_weight=1.0)
+        assert torch.allclose(whole, crop_loss(model, image, mask, None) + soft_dice_loss(model(image), mask), atol=1e-6)
+
+
 def test_deeplabv3plus_cannot_take_crops(isolated):
     data = SurfaceDataset(load_samples("synthetic"), size=(64, 64))
     with pytest.raises(ValueError, match="crop"):
-        train_seg004(deeplabv3plus_full(), data, steps=1, lr=1e-3, crop_size=(32, 32), seed=0, progress=False)
+        train_seg004(deeplabv3plus_full(), data, schedule=Schedule(1, 1e-3), crop_size=(32, 32), seed=0,
+                     progress=False)
+    with pytest.raises(ValueError, match="weight_decay"):
+        train_seg004(deeplabv3plus_full(), data, schedule=Schedule(1, 1e-3), weight_decay=-1.0, seed=0,
+                     progress=False)
 
 
+def test_both_networks_get_the_same_batches_and_the_crops_their_own_stream(isolated, monkeypatch):
+    import defectlib.training.seg004 as training
+
+    data = SurfaceDataset(load_samples("synthetic"), size=(64, 64))
+    seen = {}
+    original = training.fit
+
+    def spy(name, **kw):
+        seen.setdefault("plans", []).append(kw["plan"])
+        seen.setdefault("generators", []).append(kw["generators"])
+        return original(name, **kw)
+
+    monkeypatch.setattr(training, "fit", spy)
+    boxes = []
+    monkeypatch.setattr(training, "random_crop_box", lambda *a, **k: boxes.append(random_crop_box(*a, **k)) or boxes[-1])
+    seed_everything(0)
+    train_seg004(TinyCropNet(), data, schedule=Schedule(2, 1e-3), crop_size=(32, 32), pairs_per_batch=1, seed=4,
+                 progress=False)  # the improved network's way: crops
+    train_seg004(TinyCropNet(), data, schedule=Schedule(2, 1e-3), pairs_per_batch=1, seed=4,
+                 progress=False)  # DeepLabv3+'s: whole images
+    assert seen["plans"][0] == seen["plans"][1]
+    labels = data.table["label"].to_numpy()
+    assert seen["plans"][0] == list(BalancedBatchSampler(labels, n=1, num_batches=2, generator=torch_generator(4)))
+    assert set(seen["generators"][0]) == {"crops"}
+    g = torch_generator(4 + CROP_STREAM)
+    assert boxes == [random_crop_box(64, 64, (32, 32), g) for _ in range(4)]  # 2 steps × 2 images, from seed + CROP_STREAM
+
+
+@pytest.mark.slow
 def test_a_tiny_training_on_synthetic_defects_lowers_the_loss(isolated):
     """The improved network with local image input: its crop loss goes down."""
     table = load_samples("synthetic")
     data = SurfaceDataset(table, size=(64, 64))
     seed_everything(0)
-    model = build_seg004("improved")
-    losses = train_seg004(model, data, steps=24, lr=1e-3, weight_decay=1e-4, crop_size=(32, 32),
-                          pairs_per_batch=2, seed=0, progress=False)
+    model = build_model("seg004/improved")
+    history = train_seg004(model, data, schedule=Schedule(24, 1e-3, warmup=0.0, final=1.0), weight_decay=1e-4,
+                           crop_size=(32, 32), pairs_per_batch=2, seed=0, evaluate=lambda: {"x": 1.0}, eval_every=8,
+                           progress=False)
+    losses = history.losses
     assert len(losses) == 24 and np.isfinite(losses).all()
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+    assert [e["step"] for e in history.evals] == [8.0, 16.0, 24.0]
 
     test = SurfaceDataset(table.iloc[:6], size=(64, 64))
     counts, maps = predict_seg004(model, test, keep_maps=True, progress=False)
@@ -141,49 +229,62 @@ def test_a_tiny_training_on_synthetic_defects_lowers_the_loss(isolated):
     mask = test[0]["mask"][0].numpy()
     expected = pixel_counts(maps[0].astype(np.float32), mask, threshold=0.5)
     assert {k: int(counts.loc[0, k]) for k in expected} == expected
+    assert counts["prob_max"].to_numpy() == pytest.approx([float(maps[i].max()) for i in range(6)], abs=1e-3)
 
 
-def test_bfloat16_autocast_trains_and_segments_close_to_float32(isolated):
-    table = load_samples("synthetic")
-    data = SurfaceDataset(table, size=(64, 64))
-    seed_everything(0)
-    model = build_seg004("improved")
-    losses = train_seg004(model, data, steps=2, lr=1e-3, crop_size=(32, 32), pairs_per_batch=1, seed=0,
-                          amp=True, progress=False)
-    assert len(losses) == 2 and np.isfinite(losses).all()
-    test = SurfaceDataset(table.iloc[:2], size=(64, 64))
-    _, half = predict_seg004(model, test, keep_maps=True, amp=True, progress=False)
-    _, full = predict_seg004(model, test, keep_maps=True, progress=False)
-    difference = max(np.abs(half[i].astype(np.float32) - full[i].astype(np.float32)).max() for i in half)
-    assert 0 < difference < 0.1
+def test_a_dice_term_trains_and_is_deterministic(isolated):
+    """Seeded alike, the first step sees the same batch, crops and weights: the losses differ by
+    the Dice term alone, a number in [0, 1]."""
+    data = SurfaceDataset(load_samples("synthetic"), size=(64, 64))
+
+    def train(dice_weight):
+        seed_everything(0)
+        return train_seg004(TinyCropNet(), data, schedule=Schedule(4, 1e-2), crop_size=(32, 32), pairs_per_batch=1,
+                            dice_weight=dice_weight, seed=0, progress=False).losses
+
+    with_dice = train(1.0)
+    assert len(with_dice) == 4 and np.isfinite(with_dice).all()
+    assert with_dice == train(1.0)
+    plain = train(0.0)
+    assert 0 < with_dice[0] - plain[0] <= 1.0
+    assert with_dice[1:] != plain[1:]  # the term changed the updates
 
 
 # ------------------------------------------------------------------------------- experiment
 
 
 def test_profiles_and_crop_defaults():
-    cpu = Seg004Config.from_profile("cpu")
-    assert (cpu.dataset, cpu.input_size, cpu.crop_size, cpu.n_folds) == ("magnetictile", [256, 256], [128, 128], 5)
-    kolektor = Seg004Config.from_profile("cpu", dataset="kolektorsdd", model="deeplabv3plus")
+    converged = Seg004Config.from_profile("converged")
+    assert (converged.dataset, converged.input_size, converged.crop_size, converged.n_folds) == (
+        "magnetictile", [256, 256], [128, 128], 5)
+    assert (converged.steps, converged.dice_weight, converged.eval_every, converged.warmup) == (1500, 1.0, 250, 0.1)
+    kolektor = Seg004Config.from_profile("converged", dataset="kolektorsdd", model="deeplabv3plus")
     assert (kolektor.input_size, kolektor.crop_size, kolektor.variant) == ([352, 128], [176, 64], "DeepLabv3+")
+    assert kolektor.steps == seg004.STEPS["kolektorsdd"] == 1000
     paper = Seg004Config.from_profile("paper", dataset="kolektorsdd")
     assert paper.input_size == [1408, 512] and paper.threshold == 0.5
+    assert paper.dice_weight == 0.0  # the paper's loss: cross-entropy (and L2) only
     assert Seg004Config.from_profile("smoke", aspp=True).variant == "improved + ASPP"
+    with pytest.raises(ConfigError, match="unknown dataset 'mdpa'"):
+        Seg004Config.from_profile("converged", dataset="mdpa")  # not a KeyError from the per-dataset steps
 
 
 @pytest.mark.parametrize("bad", [{"model": "unet"}, {"dataset": "mdpa"}, {"input_size": [60, 64]},
-                                 {"crop_size": [128, 32]}, {"model": "deeplabv3plus", "aspp": True}, {"lr": "x"}])
+                                 {"crop_size": [128, 32]}, {"model": "deeplabv3plus", "aspp": True}, {"lr": "x"},
+                                 {"dice_weight": -1.0}, {"amp": True}])
 def test_bad_parameters_fail_with_a_clear_message(bad):
     with pytest.raises(ConfigError, match="seg004"):
         Seg004Config.from_profile("smoke", **bad)
 
 
 def test_grid_and_ablation_cells():
-    grid = Seg004GridConfig.from_profile("cpu")
+    grid = Seg004GridConfig.from_profile("converged")
     cells = grid.cells()
     assert {(c.dataset, c.model) for c in cells} == {(d, m) for d in ("magnetictile", "kolektorsdd")
                                                      for m in seg004.MODELS}
-    assert grid.ablation_cells() == []
+    assert not grid.compute and Seg004GridConfig.from_profile("smoke").compute
+    assert {c.dataset for c in grid.ablation_cells()} == {"kolektorsdd"}
+    assert Seg004GridConfig.from_profile("converged", ablation=False).ablation_cells() == []
     ablation = Seg004GridConfig.from_profile("smoke").ablation_cells()
     assert [c.variant for c in ablation] == list(seg004.ABLATION)
     # the ablation's "improved" is the grid's improved cell (same run key)
@@ -202,9 +303,15 @@ def test_a_smoke_cell_runs_resumes_and_keeps_its_gallery(isolated, monkeypatch):
     assert sorted(samples["fold"].unique()) == [0, 1, 2] and samples["sample_id"].is_unique
     assert (samples[["tp", "fp", "fn", "tn"]].sum(axis=1) == 64 * 64).all()
     m = result.metrics
-    assert {"precision", "recall", "f1", "per_fold", "f1_fold_mean", "f1_fold_std"} <= set(m)
+    assert {"precision", "recall", "f1", "per_fold", "f1_fold_mean", "f1_fold_std", "fold_checks",
+            "failed_folds"} <= set(m)
     assert m["tp"] == samples["tp"].sum() and len(m["per_fold"]) == 3
+    assert m["failed_folds"] == sorted(int(f) for f, c in m["fold_checks"].items() if c["constant_output"])
+    assert all({"test_prob_max_std", "val_prob_max_std", "val_pixel_f1"} <= set(c) for c in m["fold_checks"].values())
     assert result.provenance["pretrained"] == "None"
+    curves = seg004.training_curves(result)[0]
+    assert curves["train_losses"].shape == (2,) and curves["train_eval_step"].tolist() == [2.0]
+    assert {"train_eval_pixel_f1", "train_eval_ap", "train_eval_std"} <= set(curves)
 
     table = seg004.grid_table([result])
     assert list(table["fold"]) == ["0", "1", "2", "all"]
