@@ -7,7 +7,7 @@ PROFILE ?= converged
 # The study's data: $DEFECTLIB_DATA, else ../shared/data when it exists, else ./data.
 export DEFECTLIB_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
 
-.PHONY: env book test test-fast lab clean
+.PHONY: env book grid status test test-fast lab clean
 
 env: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
@@ -20,6 +20,14 @@ $(BIN)/.installed: pyproject.toml
 ## into _build/html/index.html.
 book: env
 	$(BIN)/defectlib book --profile $(PROFILE)
+
+## Compute every missing cell of the profile in the background (two workers, one thread each,
+## each fold checkpointed and resumed); `make status` shows what is done and left.
+grid: env
+	$(BIN)/defectlib grid start --profile $(PROFILE)
+
+status: env
+	$(BIN)/defectlib grid status --profile $(PROFILE)
 
 ## Unit tests, then every notebook through papermill with the smoke profile and a book build.
 test: env
