@@ -33,6 +33,10 @@ PROFILE_NAMES = ("smoke", "converged", "paper")
 DEFAULT_PROFILE = "converged"
 
 
+#: Every config class by its ``EXPERIMENT`` name (filled as the classes are defined).
+CONFIG_CLASSES: dict[str, type["ExperimentConfig"]] = {}
+
+
 class ExperimentConfig(BaseModel):
     """Base class: ``profile`` and ``seed``; subclasses add fields and ``PROFILES``."""
 
@@ -46,6 +50,12 @@ class ExperimentConfig(BaseModel):
     profile: str
     #: The seed of the run (at least 0).
     seed: int = Field(default=0, ge=0)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if cls.EXPERIMENT:
+            CONFIG_CLASSES[cls.EXPERIMENT] = cls
 
     @classmethod
     def parameter_names(cls) -> list[str]:
@@ -88,6 +98,25 @@ class ExperimentConfig(BaseModel):
     def digest(self) -> str:
         """SHA-256 of the config's canonical JSON."""
         return hashlib.sha256(to_json(self.to_dict()).encode()).hexdigest()
+
+
+def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
+    """The typed config that :meth:`ExperimentConfig.to_dict` wrote (a run's provenance).
+
+    Examples
+    --------
+    >>> from defectlib.experiments.seg000 import Seg000Config
+    >>> cfg = Seg000Config.from_profile("smoke", dilation=5)
+    >>> config_from_dict(cfg.to_dict()) == cfg
+    True
+    """
+    values = dict(values)
+    name = values.pop("experiment", None)
+    if name not in CONFIG_CLASSES:
+        import defectlib.experiments  # noqa: F401  (defines every experiment's config class)
+    if name not in CONFIG_CLASSES:
+        raise ConfigError(f"unknown experiment {name!r} in a stored config; known: {', '.join(sorted(CONFIG_CLASSES))}")
+    return CONFIG_CLASSES[name](**values)
 
 
 def notebook_config(cls: type[ExperimentConfig], namespace: Mapping[str, Any], *, before: set[str]):

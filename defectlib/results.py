@@ -154,6 +154,13 @@ class RunResult:
     metrics: dict[str, Any]
     provenance: dict[str, Any]
 
+    @property
+    def config(self) -> ExperimentConfig:
+        """The run's config, typed (:func:`~defectlib.config.config_from_dict` of its provenance)."""
+        from .config import config_from_dict
+
+        return config_from_dict(self.provenance["config"])
+
     def artifact(self, name: str) -> dict[str, np.ndarray]:
         with np.load(self.path / "artifacts" / f"{name}.npz") as data:
             return {k: data[k] for k in data.files}
