@@ -102,6 +102,7 @@ def test_amp_runs_in_bfloat16_and_reports_its_deviation():
     assert amp["amp"] is True and 0.0 < amp["output_max_abs_diff"] < 0.5  # bfloat16 keeps ~3 digits
 
 
+@pytest.mark.slow  # four ResNet-50s
 @pytest.mark.parametrize("name", ["rec004/dr", "rec004/resnet50", "seg004/deeplabv3plus", "seg004/improved"])
 def test_seed_004_networks_are_measured_like_the_others(name):
     row = bench_model(name, (64, 64), train_repeats=1, infer_repeats=1, warmup=0)
