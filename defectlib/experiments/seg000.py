@@ -58,8 +58,8 @@ from ..data.dataset import SurfaceDataset
 from ..data.masks import check_kernel
 from ..metrics import average_precision, image_metrics
 from ..results import Run, RunResult
-from .common import (CrossValidatedConfig, FoldData, FoldOutcome, constant_output, cross_validate, fold_metrics,
-                     one_of)
+from .common import (CONSTANT_STD, CrossValidatedConfig, FoldData, FoldOutcome, constant_output, cross_validate,
+                     fold_metrics, one_of)
 from .common import device as _device
 
 MODELS = ("proposed", "deeplabv3plus", "unet")
@@ -235,7 +235,7 @@ def _train_fold(cfg: Seg000Config, data: FoldData, current: Run, *, checkpoints:
         pretrained=np.array(str(getattr(segnet, "pretrained", None))),
     )
     final_val = clf.evals[-1]
-    checks = {"constant_output": constant_output(part["score"]) or final_val["std"] < 0.05,
+    checks = {"constant_output": constant_output(part["score"]) or final_val["std"] < CONSTANT_STD,
               "test_score_std": float(part["score"].std()), "val_score_std": final_val["std"],
               "val_ap": final_val["ap"], "val_seg_max_ap": seg.evals[-1]["ap"]}
     return FoldOutcome(part=part, seconds=seg.seconds + clf.seconds, checks=checks)
