@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from . import grid_cli
+from .deploy import cli as deploy_cli
 from .config import DEFAULT_PROFILE, PROFILE_NAMES
 from .errors import DataError, DefectlibError
 
@@ -277,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     folds.set_defaults(func=cmd_data_folds)
 
     grid_cli.add_parser(sub)
+    deploy_cli.add_parser(sub)
 
     book = sub.add_parser("book", help="execute every notebook with papermill and build the book")
     book.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILE_NAMES))
