@@ -4,6 +4,7 @@
 
     defectlib grid start [--profile converged] [--workers 2]   # detached workers, one thread each
     defectlib grid run [--profile converged] [--experiment E]   # one worker in the foreground
+    defectlib grid run --executor ray [--address ADDR]          # every missing fold a Ray task
     defectlib grid status [--profile converged]                 # done, running, left, CPU-hours
 
 Workers take folds under locks, so any number can run at once and none trains a fold twice;
@@ -40,6 +41,8 @@ def cmd_grid_run(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from .experiments.grid import run_worker
 
+    if args.executor == "ray":
+        return _grid_run_ray(args)
     if args.threads:
         torch.set_num_threads(args.threads)
         torch.set_num_interop_threads(args.threads)
@@ -48,6 +51,22 @@ def cmd_grid_run(args: argparse.Namespace) -> int:
     print(f"grid {args.profile}: {counts['trained']} folds trained, {counts['busy']} left to other workers, "
           f"{counts['finished']} cells finished", flush=True)
     return 0
+
+
+def _grid_run_ray(args: argparse.Namespace) -> int:
+    import logging
+
+    from .experiments.ray_grid import run_ray
+
+    report = run_ray(_cells(args), address=args.address, gpus_per_fold=args.gpus_per_fold, commit=args.commit,
+                     progress=not args.quiet, log=lambda text: logging.getLogger("defectlib.grid").info(text))
+    print(f"grid {args.profile} on Ray: {report.trained} folds trained, {report.busy} left to other workers, "
+          f"{report.finished} cells finished, {len(report.failed)} folds failed", flush=True)
+    for failure in report.failed:
+        print(f"  {failure}", file=sys.stderr)
+    if report.failed:
+        print("run the same command again to train the failed folds", file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 def cmd_grid_start(args: argparse.Namespace) -> int:
@@ -109,6 +128,13 @@ def add_parser(sub) -> None:
         if name == "run":
             p.add_argument("--threads", type=int, default=None, help="torch threads (the grid's workers use 1)")
             p.add_argument("--quiet", action="store_true", help="no progress bars (the log keeps one line a fold)")
+            p.add_argument("--executor", choices=["local", "ray"], default="local",
+                           help="local: this process trains the folds (default); ray: every missing fold "
+                                "is a Ray task (pip install defectlib[ray])")
+            p.add_argument("--address", default=None,
+                           help="with --executor ray: the Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+            p.add_argument("--gpus-per-fold", type=float, default=None,
+                           help="with --executor ray: GPUs per fold (default 1 when the cluster has GPUs, else 0)")
         if name == "start":
             p.add_argument("--workers", type=int, default=2, help="processes (default 2: one per core)")
         p.set_defaults(func=func)
