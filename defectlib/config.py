@@ -103,6 +103,9 @@ class ExperimentConfig(BaseModel):
 def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
     """The typed config that :meth:`ExperimentConfig.to_dict` wrote (a run's provenance).
 
+    The config class must be defined (its module imported): a run read back through
+    :class:`~defectlib.results.Run` always is.
+
     Examples
     --------
     >>> from defectlib.experiments.seg000 import Seg000Config
@@ -113,9 +116,8 @@ def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
     values = dict(values)
     name = values.pop("experiment", None)
     if name not in CONFIG_CLASSES:
-        import defectlib.experiments  # noqa: F401  (defines every experiment's config class)
-    if name not in CONFIG_CLASSES:
-        raise ConfigError(f"unknown experiment {name!r} in a stored config; known: {', '.join(sorted(CONFIG_CLASSES))}")
+        raise ConfigError(f"unknown experiment {name!r} in a stored config (its config class is defined in "
+                          f"defectlib.experiments; import it first); known: {', '.join(sorted(CONFIG_CLASSES))}")
     return CONFIG_CLASSES[name](**values)
 
 
