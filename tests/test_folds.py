@@ -357,3 +357,23 @@ def test_areas_at_size(tmp_path):
     areas = areas_at_size(table, (4, 4))
     assert areas.dtype == np.int64
     assert areas.tolist() == [4, 0]
+
+
+def test_committed_kolektor_manifests_keep_repeated_images_in_one_fold():
+    """Every set of byte-identical images sits in one group, hence one fold, of each manifest."""
+    folder = Path(__file__).resolve().parents[1] / "book" / "results" / "folds"
+    manifests = sorted(folder.glob("kolektorsdd-k*-seed*-*.csv"))
+    assert manifests
+    for path in manifests:
+        table = pd.read_csv(path, dtype={"sample_id": str, "group": str})
+        repeated = table[table.duplicated("image_sha256", keep=False)]
+        assert len(repeated) > 0  # the copy the study uses repeats images (the data chapter says so)
+        for digest, rows in repeated.groupby("image_sha256"):
+            assert rows["group"].nunique() == 1 and rows["fold"].nunique() == 1, (path.name, digest)
+
+
+def test_linked_groups_merge_transitively_and_leave_others_alone():
+    from defectlib.data.folds import linked_groups
+
+    groups = linked_groups(["k1", "k1", "k2", "k3", "k4", "k5"], ["a", "b", "b", "c", "c", "d"])
+    assert groups.tolist() == ["k1+k2", "k1+k2", "k1+k2", "k3+k4", "k3+k4", "k5"]
