@@ -218,11 +218,11 @@ def test_one_batchnorm_over_the_paths_is_one_batchnorm_per_path(training):
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_per_path_norm_switch_is_the_per_path_reference(training, monkeypatch):
+def test_per_path_norm_switch_is_the_per_path_reference(training):
     torch.manual_seed(0)
-    block = MultiKernelBottleneck(8, 16, stride=2, use_se=True, activation="RE").train(training)
+    assert MultiKernelBottleneck(8, 16).per_path_norm is False  # the default: one BatchNorm over the paths
+    block = MultiKernelBottleneck(8, 16, stride=2, use_se=True, activation="RE", per_path_norm=True).train(training)
     reference = _PerPathBottleneck(copy.deepcopy(block)).train(training)
-    monkeypatch.setattr(MultiKernelBottleneck, "per_path_norm", True)
     x = torch.randn(2, 8, 20, 12)
     y, y_ref = block(x), reference(x)
     torch.testing.assert_close(y, y_ref, rtol=0, atol=0)  # the same operations
