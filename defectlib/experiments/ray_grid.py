@@ -34,7 +34,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .. import atomic
-from ..data import load_samples
+from ..data import dataset_folder, dataset_spec, load_samples
 from ..data.folds import FoldsManifest, content_hashes, data_checksum, read_manifest
 from ..errors import DataError, DefectlibError, UnavailableError
 from ..locks import is_locked
@@ -94,7 +94,13 @@ class FoldTask:
 
 @dataclass
 class FoldFailure:
-    """A fold whose task failed: the cell's name, the fold, the run key and the error's text."""
+    """A fold whose task failed: the cell's name, the fold, the run key and the error's text.
+
+    Examples
+    --------
+    >>> str(FoldFailure("seg000 unet k=5 64×32 seed 0", 2, "smoke-0123456789ab", "the worker died"))
+    'seg000 unet k=5 64×32 seed 0: fold 2 failed (smoke-0123456789ab): the worker died'
+    """
 
     cell: str
     fold: int
@@ -168,11 +174,12 @@ def check_worker_data(dataset: str, manifest: FoldsManifest, node: str | None = 
     table = load_samples(dataset)
     found = data_checksum(content_hashes(table))
     if found != manifest.data_checksum:
+        fix = (f"delete {dataset_folder(dataset)} there to generate it again" if dataset_spec(dataset).generated else
+               f"give this node the same copy of the data under its DEFECTLIB_DATA "
+               f"('defectlib data folds {dataset}' there names the samples that differ)")
         raise DataError(
             f"dataset {dataset!r} on node {node or node_name()} is not the data of the folds manifest "
-            f"{manifest.path.name}: its data checksum is {found}, the manifest's is {manifest.data_checksum}. "
-            f"Give this node the same copy of the data under its DEFECTLIB_DATA; "
-            f"'defectlib data folds {dataset}' there names the samples that differ.")
+            f"{manifest.path.name}: its data checksum is {found}, the manifest's is {manifest.data_checksum}; {fix}.")
     return table
 
 
