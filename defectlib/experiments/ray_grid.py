@@ -305,8 +305,9 @@ def run_ray(
         The cells (:func:`defectlib.experiments.grid.study_cells`, possibly filtered).
     address : str, optional
         The Ray cluster to connect to (``ray.init(address=...)``, e.g. ``"auto"`` or
-        ``"10.0.0.1:6379"``). Default: the Ray this process is connected to already, else the
-        cluster ``RAY_ADDRESS`` names, else a local Ray on this machine's cores.
+        ``"10.0.0.1:6379"``), unless this process is connected to a Ray already (then that one
+        is used). Default: the cluster ``RAY_ADDRESS`` names, else a local Ray on this machine's
+        cores, shut down again at the end.
     cpus_per_fold : float, optional
         CPUs each task asks for (and the torch threads it uses, at least one).
     gpus_per_fold : float, optional
@@ -319,7 +320,8 @@ def run_ray(
     progress : bool, optional
         Show a progress bar over the folds.
     log : callable, optional
-        Receives one line per submitted, saved or failed fold and per finished cell.
+        Receives a line with the number of folds submitted, then one per saved or failed fold
+        and per finished cell.
     train_fold : callable, optional
         Trains a fold instead of the experiment's ``_train_fold`` (same signature); it is sent
         to the workers, so it must be picklable by Ray.
