@@ -415,9 +415,7 @@ def test_non_finite_loss_raises_with_step_and_lr(dataset):
     (lambda: {"schedule": Schedule(2, 0.0)}, "lr"),
     (lambda: {"schedule": Schedule(2, float("nan"))}, "lr"),
     (lambda: {"schedule": Schedule(2, 1e-3, warmup=1.0)}, "warmup"),
-    pytest.param(lambda: {"schedule": Schedule(2, 1e-3), "batch_size": 0}, "batch_size", marks=pytest.mark.xfail(
-        strict=True, reason="regression of b4b211c: batch_size=0 is rejected as 'num_samples must be a "
-                            "positive int, got 0' (the sampler's argument), not named as batch_size")),
+    (lambda: {"schedule": Schedule(2, 1e-3), "batch_size": 0}, "batch_size"),
 ])
 def test_bad_arguments(dataset, make, match):
     with pytest.raises(ValueError, match=match):

@@ -69,6 +69,8 @@ def freeze(module: nn.Module) -> nn.Module:
 
 def alternating_plan(dataset, *, steps: int, batch_size: int, seed: int) -> list[list[int]]:
     """``steps`` batches of the :class:`AlternatingSampler` stream of ``dataset``, seeded."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     sampler = AlternatingSampler(dataset_labels(dataset), num_samples=steps * batch_size,
                                  generator=torch_generator(seed))
     return plan_batches(sampler, batch_size=batch_size)
