@@ -49,7 +49,8 @@ def cmd_grid_run(args: argparse.Namespace) -> int:
     counts = run_worker(_cells(args), commit=args.commit, progress=not args.quiet,
                         log=lambda text: logging.getLogger("defectlib.grid").info(text))
     print(f"grid {args.profile}: {counts['trained']} folds trained, {counts['busy']} left to other workers, "
-          f"{counts['finished']} cells finished", flush=True)
+          f"{counts['finished']} cells finished" + (f", {counts['failed']} folds FAILED (see above)" if counts["failed"] else ""),
+          flush=True)
     return 0
 
 

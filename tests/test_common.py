@@ -320,7 +320,7 @@ def test_run_worker_and_grid_status_over_fold_tasks(isolated, monkeypatch):
     held = common.lock_path(common.cell_run(first), "fold1")
     with FileLock(held):  # another worker is training the first cell's fold 1
         counts = grid.run_worker([first, second], progress=False, log=lines.append)
-        assert counts == {"trained": 5, "busy": 1, "finished": 1}
+        assert counts == {"trained": 5, "busy": 1, "failed": 0, "finished": 1}
         status = grid.grid_status([first, second]).set_index("cell")
         row = status.loc[grid.describe(first)]
         assert (row["state"], row["saved"], row["running"]) == ("running", 2, 1)
@@ -333,14 +333,29 @@ def test_run_worker_and_grid_status_over_fold_tasks(isolated, monkeypatch):
 
     assert grid.grid_status([first])["state"].tolist() == ["started"]
     assert grid.run_worker([first, second], progress=False, log=lines.append) == {"trained": 1, "busy": 0,
-                                                                                   "finished": 1}
+                                                                                   "failed": 0, "finished": 1}
     status = grid.grid_status([first, second])
     assert status["state"].tolist() == ["done", "done"] and (status["saved"] == 3).all()
     assert (status["hours_left"] == 0).all()
     assert grid.run_worker([first, second], progress=False, log=lines.append) == {"trained": 0, "busy": 0,
-                                                                                   "finished": 0}
+                                                                                   "failed": 0, "finished": 0}
     result = common.cell_run(first).load()
     assert result.metrics["failed_folds"] == [] and result.provenance["wall_time_s"] == pytest.approx(4.5)
+
+
+def test_a_failing_fold_is_reported_and_the_worker_goes_on(isolated, monkeypatch):
+    def flaky(cfg, data, current, **kw):
+        if cfg.dilation == 0 and data.fold == 1:
+            raise FloatingPointError("non-finite loss at step 3")
+        return fake_fold(cfg, data, current, **kw)
+
+    monkeypatch.setattr(seg000, "_train_fold", flaky)
+    first, second = _seg000_cells()
+    lines = []
+    counts = grid.run_worker([first, second], progress=False, log=lines.append)
+    assert counts == {"trained": 5, "busy": 0, "failed": 1, "finished": 1}
+    assert f"{grid.describe(first)}: fold 1 FAILED: FloatingPointError: non-finite loss at step 3" in lines
+    assert grid.grid_status([first, second])["state"].tolist() == ["started", "done"]
 
 
 @pytest.mark.slow

@@ -136,9 +136,11 @@ def run_worker(cells: Iterable, *, commit: bool = False, progress: bool = True, 
 
     A fold another process holds is skipped (that process finishes it and its cell). With
     ``commit`` every saved fold and finished cell is committed to git (the run folder only).
-    Returns counts: ``trained`` folds, ``busy`` folds (skipped), ``finished`` cells.
+    A fold that raises is reported (cell, fold, error) and the worker goes on; its checkpoint
+    stays, and the next worker tries it again. Returns counts: ``trained`` folds, ``busy``
+    folds (skipped), ``failed`` folds, ``finished`` cells.
     """
-    counts = {"trained": 0, "busy": 0, "finished": 0}
+    counts = {"trained": 0, "busy": 0, "failed": 0, "finished": 0}
     memo: dict = {}
     for cfg in cells:
         experiment = EXPERIMENTS[cfg.EXPERIMENT]
@@ -148,7 +150,12 @@ def run_worker(cells: Iterable, *, commit: bool = False, progress: bool = True, 
             continue
         for fold in range(cfg.n_folds):
             log(f"{name}: fold {fold} ...")
-            what = train_one_fold(cfg, experiment.train_fold(), fold, wait=False, progress=progress, memo=memo)
+            try:
+                what = train_one_fold(cfg, experiment.train_fold(), fold, wait=False, progress=progress, memo=memo)
+            except Exception as exc:  # noqa: BLE001  (one fold's failure must not stop the others)
+                counts["failed"] += 1
+                log(f"{name}: fold {fold} FAILED: {type(exc).__name__}: {exc}")
+                continue
             if what in counts:
                 counts[what] += 1
             if what == "trained":
