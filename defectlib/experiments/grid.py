@@ -71,8 +71,9 @@ def _family(cfg) -> tuple:
 def study_cells(profile: str) -> list:
     """Every cell the book shows under ``profile``, in the order the grid computes them.
 
-    Cheap cells that answer a paper's main question come first (the proposed network's sweep,
-    recognition and segmentation on KolektorSDD), the spread and ablation studies last.
+    Cheap cells that answer a paper's main question come first (the proposed network's sweep at
+    both resolutions, recognition and segmentation on KolektorSDD), the spread and ablation
+    studies last.
     """
     s000 = seg000.Seg000GridConfig.from_profile(profile)
     r004 = rec004.Rec004GridConfig.from_profile(profile)
@@ -88,15 +89,14 @@ def study_cells(profile: str) -> list:
     by_dataset = lambda cells, first: sorted(cells, key=lambda c: c.dataset != first)  # noqa: E731
     order = [
         *proposed,
+        *s000.resolution_cells(),
         *by_dataset(plain, "kolektorsdd")[: len(plain) // 2 or len(plain)],
         *by_dataset(segmentation, "kolektorsdd")[: len(segmentation) // 2 or len(segmentation)],
-        *s000.resolution_cells()[:1],
-        *by_dataset(plain, "kolektorsdd")[len(plain) // 2 or len(plain):],
         *first_dilations,
+        *by_dataset(plain, "kolektorsdd")[len(plain) // 2 or len(plain):],
         *by_dataset(segmentation, "kolektorsdd")[len(segmentation) // 2 or len(segmentation):],
         *augmented,
         *[c for c in baselines if c not in first_dilations],
-        *s000.resolution_cells()[1:],
         *s000.seed_cells(),
         *s004.ablation_cells(),
     ]
