@@ -350,10 +350,13 @@ def load_training_table(source: str | Path) -> tuple[pd.DataFrame, str, str]:
     from ..data import DATASETS, dataset_folder, load_samples
 
     if str(source) in DATASETS and not Path(source).is_dir():
-        from ..data.folds import content_hashes, data_checksum
+        from ..data.folds import content_hashes, data_checksum, linked_groups
 
         table = load_samples(str(source))
-        checksum = data_checksum(content_hashes(table))
+        hashes = content_hashes(table)
+        checksum = data_checksum(hashes)
+        # parts that share a byte-identical image are one part (KolektorSDD repeats two commutators)
+        table = table.assign(group=linked_groups(table["group"], hashes["image_sha256"]))
         where = f"{source} ({dataset_folder(str(source))})"
     else:
         data = read_folder(source)
