@@ -333,7 +333,8 @@ def finish_cell(cfg, metrics: Callable[[pd.DataFrame], dict], *, record_pretrain
         failed = sorted(int(name.removeprefix("fold")) for name, c in checks.items() if c.get("constant_output"))
         result["fold_checks"] = {name.removeprefix("fold"): c for name, c in sorted(checks.items())}
         result["failed_folds"] = failed
-        extra = {"device_used": device()}
+        used = sorted({"cuda" if info.get("device", {}).get("cuda") else "cpu" for info in current.part_info().values()})
+        extra = {"device_used": used[0] if len(used) == 1 else used}  # where the folds trained
         if record_pretrained:
             extra["pretrained"] = _pretrained(current, folds)
         return current.finish(samples, result, extra=extra)
