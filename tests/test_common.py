@@ -362,7 +362,7 @@ def test_a_failing_fold_is_reported_and_the_worker_goes_on(isolated, monkeypatch
 def test_run_worker_trains_the_first_smoke_cell_for_real(isolated):
     cell = grid.study_cells("smoke")[0]
     counts = grid.run_worker([cell], progress=False, log=lambda line: None)
-    assert counts == {"trained": 3, "busy": 0, "finished": 1}
+    assert counts == {"trained": 3, "busy": 0, "failed": 0, "finished": 1}
     status = grid.grid_status([cell]).iloc[0]
     assert status["state"] == "done" and status["cpu_hours"] > 0 and status["hours_left"] == 0
     result = common.cell_run(cell).load()
