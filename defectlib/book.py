@@ -142,8 +142,8 @@ def notebook_run(executed: str | Path, *, results: str | Path | None = None) -> 
 
     Reads the executed notebook's papermill metadata (parameters, start, end, duration, whether
     a cell raised) and, from the results cache ``results`` (default: the study's,
-    :func:`~defectlib.paths.results_root`), the ``provenance.json`` of every run that started
-    and finished within that window: experiment, run key, config, device, code version, wall
+    :func:`~defectlib.paths.results_root`), the ``provenance.json`` of every run finished
+    within that window: experiment, run key, config, device, code version, wall
     time, and F1 where its ``metrics.json`` has one. ``cached_before`` counts the runs of the
     cache that had finished before the notebook started: 0 means it ran with no result cached.
     Nothing is executed; :func:`execute_notebooks` calls it after each notebook.
@@ -168,12 +168,12 @@ def notebook_run(executed: str | Path, *, results: str | Path | None = None) -> 
     for path in sorted(results.glob("**/provenance.json")):
         try:
             record = json.loads(path.read_text())
-            started, finished = _utc(record["started_utc"]), _utc(record["finished_utc"])
+            finished = _utc(record["finished_utc"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DefectlibError(f"{path}: not the provenance of a run ({type(exc).__name__}: {exc})") from None
         if finished < start:
             cached_before += 1
-        if not (start <= started and finished <= end):
+        if not (start <= finished <= end):
             continue
         metrics_path = path.with_name("metrics.json")
         try:
@@ -183,8 +183,7 @@ def notebook_run(executed: str | Path, *, results: str | Path | None = None) -> 
         runs.append({
             "experiment": record.get("experiment"), "run_key": record.get("run_key"),
             "config": record.get("config"), "device": record.get("device"),
-            "git": record.get("git"), "heap": record.get("heap"),
-            "started_utc": record["started_utc"], "finished_utc": record["finished_utc"],
+            "git": record.get("git"), "finished_utc": record["finished_utc"],
             "wall_time_s": record.get("wall_time_s"), "f1": metrics.get("f1"),
         })
     return {

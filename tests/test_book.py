@@ -127,19 +127,19 @@ def test_execute_notebooks_routes_overrides(tmp_path):
 
 def _executed(path: Path, *, start: str, end: str, duration: float, exception=None) -> Path:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["papermill"] = {"input_path": "book/seg004.ipynb", "parameters": {"profile": "cpu", "amp": False},
+    nb.metadata["papermill"] = {"input_path": "book/seg004.ipynb", "parameters": {"profile": "converged", "compute": True},
                                 "start_time": start, "end_time": end, "duration": duration, "exception": exception}
     nbformat.write(nb, path)
     return path
 
 
-def _provenance(results: Path, key: str, *, started: str, finished: str, wall_s: float, f1=None) -> None:
+def _provenance(results: Path, key: str, *, finished: str, wall_s: float, f1=None) -> None:
     run = results / "seg004" / key
     run.mkdir(parents=True)
     (run / "provenance.json").write_text(json.dumps({
-        "experiment": "seg004", "run_key": key, "config": {"profile": "cpu", "amp": False},
-        "device": {"cpu_model": "Some CPU", "cpu_count": 2}, "git": {"commit": "abc"}, "heap": "retained",
-        "started_utc": started, "finished_utc": finished, "wall_time_s": wall_s}))
+        "experiment": "seg004", "run_key": key, "config": {"profile": "converged"},
+        "device": {"cpu_model": "Some CPU", "cpu_count": 2}, "git": {"commit": "abc"},
+        "finished_utc": finished, "wall_time_s": wall_s}))
     if f1 is not None:
         (run / "metrics.json").write_text(json.dumps({"f1": f1}))
 
@@ -150,12 +150,11 @@ def test_notebook_run_takes_papermills_times_and_the_runs_written_meanwhile(tmp_
     executed = _executed(tmp_path / "out.ipynb", start="2026-11-30T08:00:00.000001",
                          end="2026-11-30T09:00:00.000001", duration=3600.0)
     results = tmp_path / "results"
-    _provenance(results, "cached", started="2026-11-29T08:00:00+00:00", finished="2026-11-29T08:10:00+00:00", wall_s=600)
-    _provenance(results, "inside", started="2026-11-30T08:01:00+00:00", finished="2026-11-30T08:31:00+00:00",
-                wall_s=1800, f1=0.75)
-    _provenance(results, "later", started="2026-11-30T08:59:00+00:00", finished="2026-11-30T09:05:00+00:00", wall_s=360)
+    _provenance(results, "cached", finished="2026-11-29T08:10:00+00:00", wall_s=600)
+    _provenance(results, "inside", finished="2026-11-30T08:31:00+00:00", wall_s=1800, f1=0.75)
+    _provenance(results, "later", finished="2026-11-30T09:05:00+00:00", wall_s=360)
     record = notebook_run(executed, results=results)
-    assert record["notebook"] == "seg004.ipynb" and record["parameters"] == {"profile": "cpu", "amp": False}
+    assert record["notebook"] == "seg004.ipynb" and record["parameters"] == {"profile": "converged", "compute": True}
     assert record["duration_s"] == 3600.0 and record["failed"] is False
     assert record["cached_before"] == 1  # the run of the day before; "later" ends after the notebook
     assert [run["run_key"] for run in record["runs"]] == ["inside"]
