@@ -255,7 +255,8 @@ def run_grid(configs: list[Rec004Config], *, compute: bool = True, progress: boo
     """The finished runs of ``configs``: read from the results cache, and with ``compute`` the
     missing ones trained (unfinished ones continue); without it missing cells are left out."""
     if not compute:
-        return [r for r in (cached_result(cfg) for cfg in configs) if r is not None]
+        memo: dict = {}  # one read of each dataset for all the cells
+        return [r for r in (cached_result(cfg, memo=memo) for cfg in configs) if r is not None]
     return [run(cfg, progress=progress) for cfg in tqdm(configs, desc="grid", disable=not progress)]
 
 

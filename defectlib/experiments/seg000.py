@@ -288,7 +288,8 @@ def run_grid(configs: list[Seg000Config], *, compute: bool = True, progress: boo
     from .common import cached_result
 
     if not compute:
-        return [r for r in (cached_result(cfg) for cfg in configs) if r is not None]
+        memo: dict = {}  # one read of each dataset for all the cells
+        return [r for r in (cached_result(cfg, memo=memo) for cfg in configs) if r is not None]
     return [run(cfg, progress=progress) for cfg in tqdm(configs, desc="grid", disable=not progress)]
 
 
