@@ -10,7 +10,7 @@ from defectlib import cli
 from defectlib.errors import ConfigError, UnavailableError
 from defectlib.experiments.grid import study_cells
 from defectlib.models import MODELS
-from defectlib.models.lightweight import MultiKernelBottleneck
+from defectlib.models.seg000_proposed import MultiKernelBottleneck
 from defectlib.perf import allocator, bench
 from defectlib.perf.bench import bench_model, compile_unavailable_reason, matmul_peak, run_bench, study_sizes
 from defectlib.perf.chapter import (

@@ -13,7 +13,7 @@ from torch import nn
 
 from defectlib.models import DefectClassifier, build_segnet
 from defectlib.models.fuse import count_batchnorms, fuse_conv_bn, inference_model
-from defectlib.models.lightweight import MultiKernelBottleneck
+from defectlib.models.seg000_proposed import MultiKernelBottleneck
 
 SIZES = [(64, 32), (40, 24)]  # a multiple of 16, and one that is not
 

@@ -24,14 +24,14 @@ from defectlib.models import (
     lightweight_segnet,
     unet_segnet,
 )
-from defectlib.models.baselines import DeepLabV3PlusSegNet
+from defectlib.models.seg000_baselines import DeepLabV3PlusEighth
 from defectlib.models.counting import (
     bottleneck_weight_table,
     count_parameters,
     count_weights_without_norm,
     flops_per_image,
 )
-from defectlib.models.lightweight import ENCODER_SETTINGS, MULTI_KERNELS, MultiKernelBottleneck, make_divisible
+from defectlib.models.seg000_proposed import ENCODER_SETTINGS, MULTI_KERNELS, MultiKernelBottleneck, make_divisible
 
 torch.manual_seed(0)
 
@@ -295,8 +295,7 @@ def test_deeplab_shapes(deeplab, size):
 def test_deeplab_decoder_matches_smp_when_size_divides(deeplab):
     x = torch.randn(1, 1, 64, 32)
     with torch.no_grad():
-        features = deeplab.encoder(x)
-        assert torch.allclose(deeplab.decode(features), deeplab.decoder(features))
+        assert torch.allclose(deeplab.decode(x), deeplab.decoder(deeplab.encoder(x)))
 
 
 def test_deeplab_trains_at_batch_size_one(deeplab):
@@ -429,7 +428,7 @@ def test_registry_and_unknown_name():
     ("seg000/unet", {}, "UNetSegNet", (64, 32), None),
     ("rec004/dr", {"find_weights": False}, "BlockDetector", (64, 64), (1, 2, 2, 2)),
     ("rec004/resnet50", {"find_weights": False}, "ResNet50Classifier", (64, 64), (1, 2)),
-    ("seg004/deeplabv3plus", {"find_weights": False}, "DeepLabV3PlusFull", (64, 64), (1, 1, 64, 64)),
+    ("seg004/deeplabv3plus", {"find_weights": False}, "DeepLabV3Plus", (64, 64), (1, 1, 64, 64)),
     ("seg004/improved", {"find_weights": False, "aspp": True}, "ImprovedDeepLabV3Plus", (64, 64), (1, 1, 64, 64)),
 ])
 def test_every_registered_network_builds_with_its_keywords_and_runs(name, kwargs, cls, size, shape,
@@ -485,7 +484,7 @@ def test_deeplab_finds_weights_in_the_project_cache(resnet50_state, tmp_path, mo
 
 
 def test_deeplab_without_weights_is_from_scratch(deeplab):
-    assert isinstance(deeplab, DeepLabV3PlusSegNet)
+    assert isinstance(deeplab, DeepLabV3PlusEighth)
     assert deeplab.pretrained is None
     with pytest.raises(FileNotFoundError):
         deeplabv3plus_segnet(weights_path="/nonexistent/resnet50.pth")

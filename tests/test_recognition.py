@@ -16,14 +16,14 @@ from torch import nn
 
 import defectlib.data.augment as augment_module
 import defectlib.experiments.rec004 as rec004
-import defectlib.models.recognition as models_module
+import defectlib.models.rec004 as models_module
 import defectlib.training.rec004 as training_module
 from defectlib.data import load_samples
 from defectlib.data.augment import Augmentation
 from defectlib.data.dataset import SurfaceDataset
 from defectlib.errors import ConfigError
 from defectlib.experiments.rec004 import Rec004Config, Rec004GridConfig
-from defectlib.models.recognition import BlockDetector, block_labels, image_scores, resnet50_classifier
+from defectlib.models.rec004 import BlockDetector, block_labels, image_scores, resnet50_classifier
 from defectlib.results import RunResult
 from defectlib.seeding import seed_everything, torch_generator
 from defectlib.training import PairBatchSampler, Schedule, predict_recognition, select_blocks, train_recognition

@@ -241,7 +241,7 @@ def test_workers_draw_different_noise():
 
 def _train_proposed(steps=3):
     """A few SGD steps of the proposed network (its SE blocks included) on fixed random data."""
-    from defectlib.models.lightweight import lightweight_segnet
+    from defectlib.models.seg000_proposed import lightweight_segnet
 
     seed_everything(0)
     net = lightweight_segnet()

@@ -13,7 +13,8 @@ from defectlib.experiments import seg004
 from defectlib.experiments.seg004 import GALLERY, Seg004Config, Seg004GridConfig
 from defectlib.metrics import pixel_counts
 from defectlib.models import build_model
-from defectlib.models.seg004 import ImprovedDeepLabV3Plus, deeplabv3plus_full
+from defectlib.models.deeplab import deeplabv3plus
+from defectlib.models.seg004_improved import ImprovedDeepLabV3Plus
 from defectlib.seeding import seed_everything, torch_generator
 from defectlib.training import Schedule
 from defectlib.training.seg004 import (
@@ -54,12 +55,20 @@ def improved():
 # ------------------------------------------------------------------------------------ models
 
 
+def test_deeplab_is_smps_when_the_size_divides_by_16():
+    torch.manual_seed(0)
+    net, x = deeplabv3plus().eval(), torch.rand(1, 1, 64, 96)
+    upsample = torch.nn.Upsample(scale_factor=4, mode="bilinear", align_corners=True)  # smp's head
+    with torch.no_grad():
+        assert torch.allclose(net(x), upsample(net.head(net.decoder(net.encoder(x)))), atol=1e-6)
+
+
 @pytest.mark.parametrize("size", [(64, 64), (96, 64)])
 def test_both_networks_give_full_resolution_logits(size, improved):
     torch.manual_seed(0)
     x = torch.rand(2, 1, *size)
     with torch.no_grad():
-        assert deeplabv3plus_full().eval()(x).shape == (2, 1, *size)
+        assert deeplabv3plus().eval()(x).shape == (2, 1, *size)
         assert improved(x).shape == (2, 1, *size)
         # training-time output: the crop's logits only, one box per image or one for all
         assert improved(x, crop=(16, 32, 32, 32)).shape == (2, 1, 32, 32)
@@ -172,10 +181,10 @@ def test_crop_loss_adds_the_weighted_dice_term():
 def test_deeplabv3plus_cannot_take_crops(isolated):
     data = SurfaceDataset(load_samples("synthetic"), size=(64, 64))
     with pytest.raises(ValueError, match="crop"):
-        train_seg004(deeplabv3plus_full(), data, schedule=Schedule(1, 1e-3), crop_size=(32, 32), seed=0,
+        train_seg004(deeplabv3plus(), data, schedule=Schedule(1, 1e-3), crop_size=(32, 32), seed=0,
                      progress=False)
     with pytest.raises(ValueError, match="weight_decay"):
-        train_seg004(deeplabv3plus_full(), data, schedule=Schedule(1, 1e-3), weight_decay=-1.0, seed=0,
+        train_seg004(deeplabv3plus(), data, schedule=Schedule(1, 1e-3), weight_decay=-1.0, seed=0,
                      progress=False)
 
 
@@ -327,7 +336,7 @@ def test_a_smoke_cell_runs_resumes_and_keeps_its_gallery(isolated, monkeypatch):
     assert seg004.run(cfg, progress=False).key == result.key and calls == [0, 1, 1, 2]
 
 
-@pytest.mark.parametrize("name", ["defectlib.models.seg004", "defectlib.training.seg004",
+@pytest.mark.parametrize("name", ["defectlib.models.seg004_improved", "defectlib.training.seg004",
                                   "defectlib.experiments.seg004"])
 def test_doctests(name, isolated):
     import doctest

@@ -5,12 +5,12 @@ Names are ``<paper>/<network>``:
 =========================  ==========================================================  =========
 name                       network                                                      output
 =========================  ==========================================================  =========
-``seg000/proposed``        :class:`~.lightweight.LightweightSegNet` (the paper's)        1/8 map
-``seg000/deeplabv3plus``   DeepLabv3+, ResNet-50 (smp), cut at 1/8                       1/8 map
+``seg000/proposed``        :class:`~.seg000_proposed.LightweightSegNet` (the paper's)    1/8 map
+``seg000/deeplabv3plus``   :class:`~.deeplab.DeepLabV3Plus` (ResNet-50, smp), cut at 1/8  1/8 map
 ``seg000/unet``            U-Net, ResNet-34 (smp), cut at 1/8                            1/8 map
 ``rec004/dr``              ResNet-50 block detector (7×7 blocks at 224×224)              blocks
 ``rec004/resnet50``        ResNet-50 image classifier                                    2 logits
-``seg004/deeplabv3plus``   DeepLabv3+, ResNet-50 (smp), full resolution                  full map
+``seg004/deeplabv3plus``   :class:`~.deeplab.DeepLabV3Plus` (ResNet-50, smp)              full map
 ``seg004/improved``        the improved DeepLabv3+ (branch, no ASPP, local input)        full map
 =========================  ==========================================================  =========
 
@@ -26,11 +26,12 @@ from typing import Callable
 from torch import nn
 
 from ..errors import ConfigError
-from .baselines import deeplabv3plus_segnet, unet_segnet
-from .classifier import DefectClassifier
-from .lightweight import LightweightSegNet, SegOutput, lightweight_segnet
-from .recognition import block_detector, resnet50_classifier
-from .seg004 import deeplabv3plus_full, improved_deeplabv3plus
+from .deeplab import deeplabv3plus
+from .rec004 import block_detector, resnet50_classifier
+from .seg000_baselines import deeplabv3plus_segnet, unet_segnet
+from .seg000_classifier import DefectClassifier
+from .seg000_proposed import LightweightSegNet, SegOutput, lightweight_segnet
+from .seg004_improved import improved_deeplabv3plus
 
 __all__ = [
     "MODELS",
@@ -51,7 +52,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "seg000/unet": unet_segnet,
     "rec004/dr": block_detector,
     "rec004/resnet50": resnet50_classifier,
-    "seg004/deeplabv3plus": deeplabv3plus_full,
+    "seg004/deeplabv3plus": deeplabv3plus,
     "seg004/improved": improved_deeplabv3plus,
 }
 

@@ -3,7 +3,7 @@
 * :func:`count_parameters` — parameters of a module (trainable only, optionally).
 * :func:`bottleneck_weight_table` — the paper's §2.1.1 claim, "the weights of the improved
   bottleneck are fewer under the same conditions", checked by building both blocks: our
-  :class:`~defectlib.models.lightweight.MultiKernelBottleneck` (C -> C, stride 1, SE) against
+  :class:`~defectlib.models.seg000_proposed.MultiKernelBottleneck` (C -> C, stride 1, SE) against
   torchvision's MobileNetV3 ``InvertedResidual`` with 1×1 expansion ×8, 3×3 depthwise, SE /4,
   1×1 projection (``InvertedResidualConfig(C, 3, 8C, C, True, "RE", 1, 1, 1.0)``). The paper's
   weight formula is lost from the text; the formula columns are this module's own
@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.mobilenetv3 import InvertedResidual, InvertedResidualConfig
 
-from .lightweight import MULTI_KERNELS, MultiKernelBottleneck
+from .seg000_proposed import MULTI_KERNELS, MultiKernelBottleneck
 
 __all__ = ["count_parameters", "count_weights_without_norm", "bottleneck_weight_table", "flops_per_image"]
 

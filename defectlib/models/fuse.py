@@ -16,7 +16,7 @@ Which pairs are folded (module walking, no ``torch.fx`` tracing):
 * named pairs of modules whose ``forward`` is known to apply the BatchNorm straight to the
   convolution's output: torchvision's ``BasicBlock`` / ``Bottleneck`` (``conv1/bn1``, ...),
   ``ResNet`` and smp's ``ResNetEncoder`` (the stem ``conv1/bn1``);
-* the proposed network's :class:`~defectlib.models.lightweight.MultiKernelBottleneck`: its one
+* the proposed network's :class:`~defectlib.models.seg000_proposed.MultiKernelBottleneck`: its one
   BatchNorm over the concatenated depthwise paths is split per path (BatchNorm is per
   channel) and each part folded into its path's convolution.
 
@@ -103,7 +103,7 @@ def _bn_slice(bn: nn.BatchNorm2d, start: int, stop: int) -> nn.BatchNorm2d:
 
 def _fuse_multi_kernel(block: nn.Module) -> bool:
     """Fold a MultiKernelBottleneck's shared BatchNorm into its depthwise paths (in place)."""
-    from .lightweight import MultiKernelBottleneck
+    from .seg000_proposed import MultiKernelBottleneck
 
     if type(block).forward is not MultiKernelBottleneck.forward or not _fusable(block.norm):
         return False

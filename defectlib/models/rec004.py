@@ -18,7 +18,7 @@ ResNet-50 (:func:`resnet50_classifier`)
 Choices (the paper does not say):
 
 1. Grey input: both networks take one channel (KolektorSDD and MagneticTile are grey). When
-   ImageNet weights are found locally (:func:`~defectlib.models.baselines.find_resnet50_weights`)
+   ImageNet weights are found locally (:func:`~defectlib.models.deeplab.find_resnet50_weights`)
    ``conv1`` is summed over its three input channels; otherwise the networks train from
    scratch (``model.pretrained`` is then None), and the book says so.
 2. Initialisation otherwise torchvision's (Kaiming for convolutions, BatchNorm 1/0); the 1×1
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import resnet50
 
-from .baselines import find_resnet50_weights
+from .deeplab import find_resnet50_weights
 
 __all__ = ["BlockDetector", "block_detector", "resnet50_classifier", "block_labels", "image_scores",
            "BLOCK"]

@@ -1,17 +1,9 @@
-"""Seed 004's segmentation networks: DeepLabv3+ and the improved DeepLabv3+ with a local branch.
+"""Seed 004's improved DeepLabv3+: no ASPP, a local branch network, local image input.
 
-Both take a grey image ``(N, 1, H, W)`` and return logits ``(N, 1, H, W)`` at full resolution
-(one defect logit per pixel; ``sigmoid`` gives the defect probability). Both are built from
-``segmentation_models_pytorch`` parts (``encoder_weights=None``: nothing is ever downloaded).
-
-DeepLabv3+ (:func:`deeplabv3plus_full`, :class:`DeepLabV3PlusFull`)
-    smp's DeepLabV3Plus with its defaults: ResNet-50 encoder at output stride 16 (layer 4
-    dilated), ASPP with rates (12, 24, 36) and separable convolutions, 256 decoder channels,
-    48-channel projection of the 1/4 low-level features, logits at 1/4 upsampled bilinearly to
-    the input size (the paper's §4.1: "two interpolation and amplification" steps). As in
-    :mod:`defectlib.models.baselines`, the fixed ×4 resizes are replaced by resizes *to the
-    target size* (identical when H and W are multiples of 16) and the BatchNorm of ASPP's
-    image-pooling branch by a bias (it normalises one value per channel and image).
+It takes a grey image ``(N, 1, H, W)`` and returns logits ``(N, 1, H, W)`` at full resolution
+(one defect logit per pixel; ``sigmoid`` gives the defect probability), like the plain
+DeepLabv3+ it is compared with (:class:`~defectlib.models.deeplab.DeepLabV3Plus`, whose smp
+parts it reuses; ``encoder_weights=None``: nothing is ever downloaded).
 
 The improved DeepLabv3+ (:class:`ImprovedDeepLabV3Plus`), the paper's Fig. 2 as read here
     * **Backbone**: the same ResNet-50 encoder at output stride 16 (the paper keeps DeepLabv3+'s
@@ -47,7 +39,7 @@ Initialisation: the paper's step 1, "initialize network parameters randomly": en
 branch as torchvision's ResNet (He-normal ``fan_out``, BatchNorm 1 / 0), the rest as smp
 initialises its decoders and heads, or PyTorch's defaults for the new layers. ImageNet weights
 of ResNet-50 load into the encoder only when asked (``find_weights=True`` or a
-``weights_path``) and found on disk (:func:`~defectlib.models.baselines.find_resnet50_weights`);
+``weights_path``) and found on disk (:func:`~defectlib.models.deeplab.find_resnet50_weights`);
 ``model.pretrained`` is then the file's path, else ``None`` (trained from scratch).
 """
 
@@ -62,48 +54,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.resnet import Bottleneck
 
-from .baselines import _BiasedPooling, find_resnet50_weights, load_resnet50_into_encoder
+from .deeplab import OUTPUT_STRIDE, load_weights, resize as _resize, smp_deeplabv3plus
 
 __all__ = [
-    "DeepLabV3PlusFull",
     "ImprovedDeepLabV3Plus",
     "crop_boxes",
-    "deeplabv3plus_full",
     "improved_deeplabv3plus",
     "parameter_count",
 ]
 
-#: Output stride of the ResNet-50 backbone (layer 4 dilated), as in DeepLabv3+.
-OUTPUT_STRIDE = 16
 #: Branch network: large-kernel convolution (kernel, stride, channels).
 BRANCH_KERNEL, BRANCH_STRIDE, BRANCH_CHANNELS = 7, 2, 64
 #: Channels of the projected low-level and branch features (DeepLabv3+'s 48).
 SKIP_CHANNELS = 48
 #: Channels of the second fusion (at 1/2 resolution).
 FUSE2_CHANNELS = 128
-
-
-def _resize(x: Tensor, size) -> Tensor:
-    size = tuple(int(s) for s in size)
-    if tuple(x.shape[-2:]) == size:
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
-def _deeplab(in_channels: int) -> smp.DeepLabV3Plus:
-    full = smp.DeepLabV3Plus(encoder_name="resnet50", encoder_weights=None, in_channels=in_channels,
-                             classes=1, encoder_output_stride=OUTPUT_STRIDE)
-    aspp = full.decoder.aspp[0]
-    pooling = aspp.convs[-1]
-    aspp.convs[-1] = _BiasedPooling(pooling[1].in_channels, pooling[1].out_channels)
-    return full
-
-
-def _load_weights(encoder: nn.Module, weights_path, find_weights: bool) -> str | None:
-    path = find_resnet50_weights(weights_path) if (weights_path is not None or find_weights) else None
-    if path is not None:
-        load_resnet50_into_encoder(encoder, path)
-    return str(path) if path is not None else None
 
 
 def crop_boxes(crop, n: int) -> list[tuple[int, int, int, int]]:
@@ -159,46 +124,6 @@ def _init_resnet_like(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-# --------------------------------------------------------------------------------- DeepLabv3+
-
-
-class DeepLabV3PlusFull(nn.Module):
-    """smp DeepLabV3+ (ResNet-50, output stride 16), logits at full resolution.
-
-    Examples
-    --------
-    >>> model = deeplabv3plus_full().eval()
-    >>> with torch.no_grad():
-    ...     model(torch.zeros(1, 1, 64, 96)).shape
-    torch.Size([1, 1, 64, 96])
-    """
-
-    #: The whole image is both the input and the output (no local branch).
-    supports_crop = False
-
-    def __init__(self, *, weights_path: str | os.PathLike | None = None, find_weights: bool = False,
-                 in_channels: int = 1) -> None:
-        super().__init__()
-        full = _deeplab(in_channels)
-        self.encoder = full.encoder
-        self.decoder = full.decoder
-        self.head = full.segmentation_head[0]  # the 1×1 convolution (smp's ×4 upsampling dropped)
-        self.pretrained = _load_weights(self.encoder, weights_path, find_weights)
-
-    def forward(self, x: Tensor) -> Tensor:
-        features = self.encoder(x)
-        d = self.decoder
-        low = d.block1(features[2])
-        deep = _resize(d.aspp(features[-1]), low.shape[-2:])
-        logits = self.head(d.block2(torch.cat([deep, low], dim=1)))
-        return _resize(logits, x.shape[-2:])
-
-
-def deeplabv3plus_full(**kwargs) -> DeepLabV3PlusFull:
-    """DeepLabv3+ (ResNet-50, smp), 1 input channel, 1 class, full-resolution logits."""
-    return DeepLabV3PlusFull(**kwargs)
-
-
 # ------------------------------------------------------------------------- improved DeepLabv3+
 
 
@@ -243,7 +168,7 @@ class ImprovedDeepLabV3Plus(nn.Module):
     def __init__(self, *, branch: bool = True, aspp: bool = False, weights_path: str | os.PathLike | None = None,
                  find_weights: bool = False, in_channels: int = 1) -> None:
         super().__init__()
-        full = _deeplab(in_channels)
+        full = smp_deeplabv3plus(in_channels)
         self.has_branch, self.has_aspp = bool(branch), bool(aspp)
         self.encoder = full.encoder
         deep_in = self.encoder.out_channels[-1]  # 2048
@@ -263,7 +188,7 @@ class ImprovedDeepLabV3Plus(nn.Module):
             nn.ReLU(),
         )
         self.head = nn.Conv2d(FUSE2_CHANNELS, 1, kernel_size=1)
-        self.pretrained = _load_weights(self.encoder, weights_path, find_weights)
+        self.pretrained = load_weights(self.encoder, weights_path, find_weights)
 
     def forward(self, x: Tensor, crop=None) -> Tensor:
         n, _, height, width = x.shape
