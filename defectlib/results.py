@@ -27,7 +27,6 @@ import hashlib
 import json
 import platform
 import subprocess
-import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path

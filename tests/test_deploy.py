@@ -16,7 +16,7 @@ import torch
 
 from defectlib.cli import main
 from defectlib.deploy.folder import check_folder, part_of, read_folder, scan_folder, training_problem
-from defectlib.deploy.model import (FORMAT_VERSION, INFO, Detector, build_networks, load_model, preprocess,
+from defectlib.deploy.model import (FORMAT_VERSION, INFO, build_networks, load_model, preprocess,
                                     save_model)
 from defectlib.deploy.predict import defect_area, overlay, predict_images
 from defectlib.deploy.train import study_recipe, train_config, validation_split
@@ -303,7 +303,7 @@ def _state(folder: Path) -> dict:
 
 @pytest.mark.slow
 def test_train_writes_a_model_directory_and_resumes(tmp_path, isolated, monkeypatch, capsys):
-    import defectlib.training as training
+    import defectlib.training.seg000 as two_stages
     from defectlib.deploy.demo import demo_folders
 
     folder, _ = demo_folders("synthetic", tmp_path / "folders", n_train=40, n_test=8)
@@ -319,7 +319,7 @@ def test_train_writes_a_model_directory_and_resumes(tmp_path, isolated, monkeypa
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "train_classifier", stopped)  # stop after the first stage
+    monkeypatch.setattr(two_stages, "train_classifier", stopped)  # stop after the first stage
     assert main([*argv, "--out", str(tmp_path / "b")]) == 130
     assert (tmp_path / "b" / ".checkpoints" / "segmentation.pt").is_file()
     monkeypatch.undo()

@@ -10,9 +10,7 @@ at the end. Training checkpoints into ``<model>/.checkpoints/`` every few minute
 ``defectlib train`` continues where it stopped when run again with the same data, config and
 output folder.
 
-:func:`train_two_stages` is the two-stage training with validation and checkpoints on its own
-(segmentation, then the classifier on the frozen segmentation network), usable by any caller
-that has a training and a validation set.
+The training itself is the study's (:func:`defectlib.training.seg000.train_two_stages`).
 """
 
 from __future__ import annotations
@@ -21,19 +19,16 @@ import datetime as dt
 import json
 import shutil
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
-from torch import nn
 
 from .. import atomic
 from ..config import ExperimentConfig
 from ..errors import ConfigError, DataError
-from ..training.loop import History
 from . import NETWORKS, TRAIN_PROFILES
 from .model import INFO, NORMALISATION, OptionalMaskDataset, build_networks, read_info, save_model
 
@@ -99,67 +94,6 @@ def train_config(profile: str = "converged", network: str = "proposed", **overri
         raise ConfigError(f"unknown network {network!r}; choose one of {', '.join(NETWORKS)}")
     return TrainConfig.from_profile(profile, **{**study_recipe(profile, network), "network": network, **{
         k: v for k, v in overrides.items() if v is not None}})
-
-
-@dataclass
-class TwoStages:
-    """What :func:`train_two_stages` returns: the trained networks and each stage's history."""
-
-    segnet: nn.Module
-    classifier: nn.Module
-    seg: History
-    clf: History
-
-
-def train_two_stages(cfg, train_set, val_set, *, checkpoints: Path, device: str = "cpu",
-                     progress: bool = True) -> TwoStages:
-    """Seed 000's two stages with validation and checkpoints: the segmentation network, then
-    its classifier on the frozen network.
-
-    Parameters
-    ----------
-    cfg
-        Anything with the recipe's fields: ``network`` (or ``model``), ``seg_steps``,
-        ``clf_steps``, ``lr_seg``, ``lr_clf``, ``warmup``, ``batch_size``, ``eval_every``,
-        ``threshold``, ``map_threshold``, ``seed``.
-    train_set, val_set : SurfaceDataset
-        Training and validation images (``.table["label"]`` gives the validation labels).
-    checkpoints : Path
-        Folder of the two stages' checkpoints (``segmentation.pt``, ``classifier.pt``); a stage
-        whose checkpoint exists resumes from it, a finished one is read back.
-
-    Returns
-    -------
-    TwoStages
-        The validation records hold ``ap``, ``std``, ``fp`` and ``fn`` of the map maximum (at
-        ``map_threshold``) for the first stage and of the classifier's score (at ``threshold``)
-        for the second.
-    """
-    from ..experiments.seg000 import _score_summary
-    from ..training import Checkpoint, Schedule, predict, train_classifier, train_segmentation
-
-    network = getattr(cfg, "network", None) or cfg.model
-    segnet, classifier = build_networks(network)
-    segnet, classifier = segnet.to(device), classifier.to(device)
-    labels = val_set.table["label"].to_numpy()
-
-    def validate_segmentation() -> dict[str, float]:
-        scores = predict(segnet, None, val_set, device=device, progress=False)["seg_max"].to_numpy()
-        return _score_summary(labels, scores, cfg.map_threshold)
-
-    def validate_classifier() -> dict[str, float]:
-        scores = predict(segnet, classifier, val_set, device=device, progress=False)["score"].to_numpy()
-        return _score_summary(labels, scores, cfg.threshold)
-
-    common = dict(seed=cfg.seed, batch_size=cfg.batch_size, device=device, eval_every=cfg.eval_every,
-                  progress=progress)
-    seg = train_segmentation(segnet, train_set, schedule=Schedule(cfg.seg_steps, cfg.lr_seg, warmup=cfg.warmup),
-                             evaluate=validate_segmentation, checkpoint=Checkpoint(checkpoints / "segmentation.pt"),
-                             **common)
-    clf = train_classifier(segnet, classifier, train_set,
-                           schedule=Schedule(cfg.clf_steps, cfg.lr_clf, warmup=cfg.warmup),
-                           evaluate=validate_classifier, checkpoint=Checkpoint(checkpoints / "classifier.pt"), **common)
-    return TwoStages(segnet, classifier, seg, clf)
 
 
 def validation_split(table: pd.DataFrame, *, val_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -293,8 +227,8 @@ def train_model(source: str | Path, out: str | Path, cfg: TrainConfig, *, progre
     """
     from ..experiments.common import device as _device
     from ..seeding import seed_everything
-    from ..training import predict
     from ..results import package_versions
+    from ..training import Schedule, predict, train_two_stages
     from .folder import load_training_table
 
     out = Path(out).absolute()
@@ -311,8 +245,14 @@ def train_model(source: str | Path, out: str | Path, cfg: TrainConfig, *, progre
     log(f"training on {len(train)} images, validating on {len(val)} ({val['group'].nunique()} parts held out); "
         f"{cfg.seg_steps} + {cfg.clf_steps} steps at {size[0]}x{size[1]}")
     device = _device()
-    stages = train_two_stages(cfg, train_set, val_set, checkpoints=checkpoints, device=device, progress=progress)
-    scores = predict(stages.segnet, stages.classifier, val_set, device=device, progress=False)
+    segnet, classifier = (net.to(device) for net in build_networks(cfg.network))
+    stages = train_two_stages(
+        segnet, classifier, train_set, val_set,
+        seg_schedule=Schedule(cfg.seg_steps, cfg.lr_seg, warmup=cfg.warmup),
+        clf_schedule=Schedule(cfg.clf_steps, cfg.lr_clf, warmup=cfg.warmup),
+        threshold=cfg.threshold, map_threshold=cfg.map_threshold, seed=cfg.seed, checkpoints=checkpoints,
+        batch_size=cfg.batch_size, device=device, eval_every=cfg.eval_every, progress=progress)
+    scores = predict(segnet, classifier, val_set, device=device, progress=False)
     labels = val["label"].to_numpy()
     metrics = validation_metrics(labels, scores["score"].to_numpy(), scores["seg_max"].to_numpy(), cfg)
     info = {
@@ -328,11 +268,11 @@ def train_model(source: str | Path, out: str | Path, cfg: TrainConfig, *, progre
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "packages": package_versions(), "device": device,
     }
-    save_model(out, stages.segnet.cpu(), stages.classifier.cpu(), info, model_card(info))
+    save_model(out, segnet.cpu(), classifier.cpu(), info, model_card(info))
     shutil.rmtree(checkpoints, ignore_errors=True)
     return out
 
 
-__all__ = ["NETWORKS", "RECIPE_FIELDS", "TRAIN_PROFILES", "TrainConfig", "TwoStages", "existing_model", "model_card",
-           "study_recipe", "train_config", "train_model", "train_two_stages", "validation_metrics",
+__all__ = ["NETWORKS", "RECIPE_FIELDS", "TRAIN_PROFILES", "TrainConfig", "existing_model", "model_card",
+           "study_recipe", "train_config", "train_model", "validation_metrics",
            "validation_split"]

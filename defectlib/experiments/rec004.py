@@ -15,13 +15,13 @@ Choices the paper leaves open, and deviations (also stated in the book):
 - **Block labels**: a 32×32 block (one cell of DR's 7×7 output at 224×224) is defective when
   *any* pixel of the mask, resized to the network input with the any-pixel rule of
   :func:`~defectlib.data.masks.resize_mask`, falls inside it
-  (:func:`~defectlib.models.recognition.block_labels`). An image's score is its most
+  (:func:`~defectlib.models.rec004.block_labels`). An image's score is its most
   defective block.
 - **Block selection**: per batch, up to ``blocks_per_class`` defective blocks and as many
   normal blocks, uniformly from the pairs' blocks (normal blocks from the defect-free images
   and from the defect-free parts of the defective ones); defective images with an empty mask
   (MagneticTile's four "Uneven" images) give no block to DR's loss but stay in the batches
-  (:mod:`defectlib.training.recognition`).
+  (:mod:`defectlib.training.rec004`).
 - **Grey input**: both networks take one channel (both datasets are grey); images are resized
   to 224×224 (area interpolation, not the paper's bilinear; KolektorSDD's 1250×500 strips are
   squashed to a square, as the paper's fixed input implies).

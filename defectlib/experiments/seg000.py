@@ -56,7 +56,7 @@ from ..config import ExperimentConfig
 from ..data import DATASETS
 from ..data.dataset import SurfaceDataset
 from ..data.masks import check_kernel
-from ..metrics import average_precision, image_metrics
+from ..metrics import image_metrics
 from ..results import Run, RunResult
 from .common import (CONSTANT_STD, CrossValidatedConfig, FoldData, FoldOutcome, constant_output, cross_validate,
                      fold_metrics, one_of)
@@ -173,47 +173,27 @@ def _gallery_indices(part: pd.DataFrame, threshold: float, size: int) -> np.ndar
     return np.array(chosen, dtype=np.int64)
 
 
-def _score_summary(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
-    """AP, spread and errors at ``threshold`` of validation scores (one validation record)."""
-    predicted = scores >= threshold
-    return {"ap": average_precision(labels, scores), "std": float(np.std(scores)),
-            "fp": float((predicted & (labels == 0)).sum()), "fn": float((~predicted & (labels == 1)).sum())}
-
-
 def _train_fold(cfg: Seg000Config, data: FoldData, current: Run, *, checkpoints: Path,
                 progress: bool = True) -> FoldOutcome:
     from ..models import DefectClassifier, build_segnet
-    from ..training import Checkpoint, Schedule, predict, train_classifier, train_segmentation
+    from ..training import Schedule, predict, train_two_stages
 
     device = _device()
     size = tuple(cfg.input_size)
     train_set = SurfaceDataset(data.train, size=size, dilation=cfg.dilation)
     val_set = SurfaceDataset(data.val, size=size, dilation=0)
     test_set = SurfaceDataset(data.test, size=size, dilation=0)
-    val_labels = data.val["label"].to_numpy()
     n_negative = int((data.train["label"] == 0).sum())
 
     segnet = build_segnet(cfg.model).to(device)
     classifier = DefectClassifier(in_channels=segnet.feature_channels + 1).to(device)
-
-    def validate_segmentation() -> dict[str, float]:
-        scores = predict(segnet, None, val_set, device=device, progress=False)["seg_max"].to_numpy()
-        return _score_summary(val_labels, scores, cfg.map_threshold)
-
-    def validate_classifier() -> dict[str, float]:
-        scores = predict(segnet, classifier, val_set, device=device, progress=False)["score"].to_numpy()
-        return _score_summary(val_labels, scores, cfg.threshold)
-
-    common = dict(seed=cfg.seed, batch_size=cfg.batch_size, device=device, eval_every=cfg.eval_every,
-                  progress=progress)
-    seg = train_segmentation(
-        segnet, train_set, schedule=Schedule(cfg.steps(cfg.seg_epochs, cfg.seg_steps, n_negative), cfg.lr_seg,
-                                             warmup=cfg.warmup),
-        evaluate=validate_segmentation, checkpoint=Checkpoint(checkpoints / "segmentation.pt"), **common)
-    clf = train_classifier(
-        segnet, classifier, train_set,
-        schedule=Schedule(cfg.steps(cfg.clf_epochs, cfg.clf_steps, n_negative), cfg.lr_clf, warmup=cfg.warmup),
-        evaluate=validate_classifier, checkpoint=Checkpoint(checkpoints / "classifier.pt"), **common)
+    stages = train_two_stages(
+        segnet, classifier, train_set, val_set,
+        seg_schedule=Schedule(cfg.steps(cfg.seg_epochs, cfg.seg_steps, n_negative), cfg.lr_seg, warmup=cfg.warmup),
+        clf_schedule=Schedule(cfg.steps(cfg.clf_epochs, cfg.clf_steps, n_negative), cfg.lr_clf, warmup=cfg.warmup),
+        threshold=cfg.threshold, map_threshold=cfg.map_threshold, seed=cfg.seed, checkpoints=checkpoints,
+        batch_size=cfg.batch_size, device=device, eval_every=cfg.eval_every, progress=progress)
+    seg, clf = stages.seg, stages.clf
     scores, maps = predict(segnet, classifier, test_set, device=device, keep_maps=True, progress=progress)
 
     part = data.test[["sample_id", "label", "defect_area"]].reset_index(drop=True)

@@ -11,7 +11,7 @@ definitions, since the paper's equations 12–13 are misprinted).
 
 Choices the paper leaves open, and deviations (also stated in the book):
 
-- **Networks**: :mod:`defectlib.models.seg004` (branch = 7×7/2 convolution + ResNet-50's first
+- **Networks**: :mod:`defectlib.models.seg004_improved` (branch = 7×7/2 convolution + ResNet-50's first
   stage structure at 1/2; ASPP replaced by a 1×1 projection; three upsampling steps).
 - **Initialisation**: random (the paper's training step 1) for both networks; with
   ``imagenet_weights=True`` the ResNet-50 encoder loads ImageNet weights *if a file is on disk*

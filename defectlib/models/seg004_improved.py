@@ -50,7 +50,6 @@ from collections.abc import Sequence
 
 import segmentation_models_pytorch as smp
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.resnet import Bottleneck
 

@@ -22,7 +22,7 @@ Speed levers (a row records which were in effect); off unless the study itself d
 
 * ``model_options``: constructor arguments of the network (:func:`defectlib.models.build_model`),
   e.g. the proposed network's ``inplace`` and ``per_path_norm``
-  (:class:`~defectlib.models.lightweight.MultiKernelBottleneck`);
+  (:class:`~defectlib.models.seg000_proposed.MultiKernelBottleneck`);
 * ``channels_last``: network and input in the channels-last memory format. ``None`` leaves
   each network in its own layout (the proposed network is channels-last);
 * ``fuse_bn`` (on by default, as the study predicts): inference on
@@ -57,7 +57,7 @@ from .. import atomic
 from ..errors import ConfigError, UnavailableError
 from ..models import MODELS, DefectClassifier, build_model
 from ..models.counting import count_parameters, flops_per_image
-from ..models.lightweight import LightweightSegNet, MultiKernelBottleneck
+from ..models.seg000_proposed import LightweightSegNet, MultiKernelBottleneck
 from . import allocator
 from .precision import autocast
 

@@ -5,7 +5,8 @@ trainers of each paper: seed 000's two stages (:mod:`.seg000`), seed 004's recog
 from .loop import Checkpoint, History, Schedule, fit, plan_batches
 from .rec004 import PairBatchSampler, predict_recognition, select_blocks, train_recognition
 from .sampler import AlternatingSampler
-from .seg000 import freeze, predict, seg_targets, train_classifier, train_segmentation
+from .seg000 import (TwoStages, freeze, predict, score_summary, seg_targets, train_classifier, train_segmentation,
+                     train_two_stages)
 from .seg004 import BalancedBatchSampler, predict_seg004, random_crop_box, train_seg004
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "History",
     "PairBatchSampler",
     "Schedule",
+    "TwoStages",
     "fit",
     "freeze",
     "plan_batches",
@@ -22,10 +24,12 @@ __all__ = [
     "predict_recognition",
     "predict_seg004",
     "random_crop_box",
+    "score_summary",
     "seg_targets",
     "select_blocks",
     "train_classifier",
     "train_recognition",
     "train_seg004",
     "train_segmentation",
+    "train_two_stages",
 ]

@@ -48,7 +48,7 @@ from torch.utils.data import Sampler
 from tqdm.auto import tqdm
 
 from ..models.fuse import inference_model
-from ..models.recognition import block_labels, image_scores
+from ..models.rec004 import block_labels, image_scores
 from ..seeding import torch_generator
 from .loop import Checkpoint, History, Schedule, dataset_labels, fit, ordered_loader, plan_batches
 from .sampler import _as_labels
@@ -140,7 +140,7 @@ def select_blocks(labels: torch.Tensor, usable: torch.Tensor, *, blocks_per_clas
     Parameters
     ----------
     labels
-        Block labels ``(N, gh, gw)``, 1 = defective (:func:`~defectlib.models.recognition.block_labels`).
+        Block labels ``(N, gh, gw)``, 1 = defective (:func:`~defectlib.models.rec004.block_labels`).
     usable
         ``(N,)`` bool: the images whose blocks may be chosen.
     blocks_per_class
@@ -223,7 +223,7 @@ def train_recognition(model: nn.Module, dataset, *, method: str, schedule: Sched
     Parameters
     ----------
     model
-        :class:`~defectlib.models.recognition.BlockDetector` (``method="dr"``) or the
+        :class:`~defectlib.models.rec004.BlockDetector` (``method="dr"``) or the
         ResNet-50 classifier (``method="resnet50"``).
     dataset
         A :class:`~defectlib.data.dataset.SurfaceDataset` (its ``transform`` augments).
@@ -283,7 +283,7 @@ def predict_recognition(model: nn.Module, dataset, *, device="cpu", batch_size: 
     pandas.DataFrame
         ``index`` (the dataset index = row of ``dataset.table``), ``score``, the defect
         probability of the image (classifier) or of its most defective block (DR)
-        (:func:`~defectlib.models.recognition.image_scores`); for DR also ``normal_blocks``
+        (:func:`~defectlib.models.rec004.image_scores`); for DR also ``normal_blocks``
         (blocks with no mask pixel) and ``fp_blocks`` (those among them called defective at
         ``threshold``), the counts of the block-level false-positive rate.
     """

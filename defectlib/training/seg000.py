@@ -10,6 +10,8 @@ Both stages use Adam, the learning rate of a :class:`~defectlib.training.loop.Sc
 the :class:`~defectlib.training.sampler.AlternatingSampler` (defective and defect-free images
 alternated, so both classes are seen equally often); they run through
 :func:`~defectlib.training.loop.fit`, so they validate, checkpoint and resume alike.
+:func:`train_two_stages` runs both, each validated on a held-out set (:func:`score_summary`)
+and checkpointed: the study's folds and a user's own model train through it.
 
 Models are duck-typed:
 
@@ -23,6 +25,9 @@ caller seeds (:func:`defectlib.seeding.seed_everything`) before building the mod
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
@@ -30,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..metrics import average_precision
 from ..models.fuse import inference_model
 from ..seeding import torch_generator
 from .loop import Checkpoint, History, Schedule, dataset_labels, fit, ordered_loader, plan_batches
@@ -131,6 +137,77 @@ def train_classifier(segnet: nn.Module, classifier: nn.Module, dataset, *, sched
                plan=alternating_plan(dataset, steps=schedule.steps, batch_size=batch_size, seed=seed + 1),
                step_fn=step_fn, schedule=schedule, evaluate=evaluate, eval_every=eval_every,
                checkpoint=checkpoint, progress=progress)
+
+
+def score_summary(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """One validation record: AP, spread and errors at ``threshold`` of the scores.
+
+    Examples
+    --------
+    >>> r = score_summary(np.array([0, 0, 1, 1]), np.array([0.1, 0.95, 0.92, 0.3]), 0.9)
+    >>> r["ap"], r["fp"], r["fn"]
+    (0.8333333333333333, 1.0, 1.0)
+    """
+    predicted = scores >= threshold
+    return {"ap": average_precision(labels, scores), "std": float(np.std(scores)),
+            "fp": float((predicted & (labels == 0)).sum()), "fn": float((~predicted & (labels == 1)).sum())}
+
+
+@dataclass
+class TwoStages:
+    """What :func:`train_two_stages` returns: each stage's :class:`~defectlib.training.loop.History`."""
+
+    seg: History
+    clf: History
+
+
+def train_two_stages(segnet: nn.Module, classifier: nn.Module, train_set, val_set, *, seg_schedule: Schedule,
+                     clf_schedule: Schedule, threshold: float, map_threshold: float, seed: int,
+                     checkpoints: Path | None = None, batch_size: int = 1, device="cpu", eval_every: int = 0,
+                     progress: bool = True) -> TwoStages:
+    """Seed 000's two stages, validated and checkpointed: :func:`train_segmentation`, then
+    :func:`train_classifier` on the frozen network.
+
+    Parameters
+    ----------
+    segnet, classifier : nn.Module
+        The networks, trained in place.
+    train_set, val_set : SurfaceDataset
+        Training and validation images (``val_set.table["label"]`` gives the validation labels).
+    seg_schedule, clf_schedule : Schedule
+        Each stage's steps and learning rates.
+    threshold, map_threshold : float
+        Decision thresholds of the classifier's score and of the map maximum.
+    checkpoints : Path, optional
+        Folder of the two stages' checkpoints (``segmentation.pt``, ``classifier.pt``); a stage
+        whose checkpoint exists resumes from it, a finished one is read back.
+
+    Returns
+    -------
+    TwoStages
+        The validation records hold :func:`score_summary` of the map maximum (at
+        ``map_threshold``) for the first stage and of the classifier's score (at ``threshold``)
+        for the second.
+    """
+    labels = val_set.table["label"].to_numpy()
+
+    def validate_segmentation() -> dict[str, float]:
+        scores = predict(segnet, None, val_set, device=device, progress=False)["seg_max"].to_numpy()
+        return score_summary(labels, scores, map_threshold)
+
+    def validate_classifier() -> dict[str, float]:
+        scores = predict(segnet, classifier, val_set, device=device, progress=False)["score"].to_numpy()
+        return score_summary(labels, scores, threshold)
+
+    def checkpoint(name: str) -> Checkpoint | None:
+        return Checkpoint(Path(checkpoints) / name) if checkpoints is not None else None
+
+    common = dict(seed=seed, batch_size=batch_size, device=device, eval_every=eval_every, progress=progress)
+    seg = train_segmentation(segnet, train_set, schedule=seg_schedule, evaluate=validate_segmentation,
+                             checkpoint=checkpoint("segmentation.pt"), **common)
+    clf = train_classifier(segnet, classifier, train_set, schedule=clf_schedule, evaluate=validate_classifier,
+                           checkpoint=checkpoint("classifier.pt"), **common)
+    return TwoStages(seg, clf)
 
 
 def predict(segnet: nn.Module, classifier: nn.Module | None, dataset, *, device="cpu", batch_size: int = 1,
