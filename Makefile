@@ -29,13 +29,15 @@ grid: env
 status: env
 	$(BIN)/defectlib grid status --profile $(PROFILE)
 
-## Unit tests, then every notebook through papermill with the smoke profile and a book build.
+## Unit tests, then every notebook through papermill with the smoke profile and a book build;
+## two processes of one thread each (pytest-xdist), so both cores work.
+TEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2
 test: env
-	$(BIN)/python -m pytest
+	$(TEST)
 
 ## Unit tests only (no notebooks).
 test-fast: env
-	$(BIN)/python -m pytest -m "not slow"
+	$(TEST) -m "not slow"
 
 ## Open the notebooks in JupyterLab.
 lab: env
