@@ -71,6 +71,34 @@ def plot_sweep_errors(table: pd.DataFrame, *, folds: pd.DataFrame | None = None)
     return fig
 
 
+def plot_resolution(table: pd.DataFrame, *, references: dict[str, dict] | None = None) -> Figure:
+    """The proposed network's errors and AP against annotation precision, one line per input size.
+
+    ``table`` is a :func:`~defectlib.experiments.seg000.grid_table` of the proposed network's
+    cells; ``references`` maps a label to a published ``{"dilation", "fp", "fn"[, "ap"]}``,
+    drawn as stars (e.g. :data:`~defectlib.experiments.references.SEED000_BEST`'s proposed row).
+    """
+    dilations = sorted(table["dilation"].unique())
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    t = table.assign(errors=table["fp"] + table["fn"])
+    for (metric, title), ax in zip((("errors", "FP + FN at 0.9, all test folds"), ("ap", "AP of the classifier's score")),
+                                   axes):
+        for size, rows in t.groupby("input", sort=False):
+            rows = rows.set_index("dilation").reindex(dilations)
+            ax.plot(range(len(dilations)), rows[metric], "o-", label=f"input {size}")
+        for i, (label, ref) in enumerate((references or {}).items()):
+            value = ref["fp"] + ref["fn"] if metric == "errors" else ref.get("ap")
+            if value is not None and ref["dilation"] in dilations:
+                ax.plot(dilations.index(ref["dilation"]), value, "*", ms=12, color=f"C{7 + i}", label=label)
+        _dilation_ticks(ax, dilations)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(bottom=0)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_training_curves(folds: dict[int, dict[str, np.ndarray]], *, window: int = 25) -> Figure:
     """Both stages of one run: training loss (moving average over ``window`` steps) and the
     validation AP (of the map maximum, then of the classifier) against step, per fold."""
