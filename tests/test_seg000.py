@@ -70,7 +70,7 @@ def test_grid_has_every_model_and_dilation():
     high = grid.resolution_cells()
     assert len(high) == 5 and {(c.model, tuple(c.input_size)) for c in high} == {("proposed", tuple(seg000.HIGH_RES))}
     spread = grid.seed_cells()
-    assert spread and {c.dilation for c in spread} <= set(seg000.SEED_DILATIONS)
+    assert spread and {c.dilation for c in spread} == set(grid.seed_dilations) == set(seg000.SEED_DILATIONS)
     assert grid.seed not in {c.seed for c in spread} and {c.model for c in spread} == set(seg000.MODELS)
     smoke = Seg000GridConfig.from_profile("smoke")
     assert {(c.model, c.dilation) for c in smoke.cells()} == {(m, k) for m in smoke.models for k in smoke.dilations}

@@ -81,7 +81,7 @@ def study_cells(profile: str) -> list:
     main000 = s000.cells()
     proposed = [c for c in main000 if c.model == "proposed"]
     baselines = [c for c in main000 if c.model != "proposed"]
-    first_dilations = [c for c in baselines if c.dilation in seg000.SEED_DILATIONS]
+    first_dilations = [c for c in baselines if c.dilation in s000.seed_dilations]
     recognition = r004.cells()
     plain = [c for c in recognition if not c.augment]
     augmented = [c for c in recognition if c.augment]

@@ -353,15 +353,17 @@ class Seg000GridConfig(ExperimentConfig):
 
     EXPERIMENT: ClassVar[str] = "seg000-grid"
     PROFILES: ClassVar[dict] = {
-        "smoke": {"compute": True, "high_res": [128, 64], "dilations": [0, 9], "extra_seeds": [1]},
+        "smoke": {"compute": True, "high_res": [128, 64], "dilations": [0, 9], "extra_seeds": [1], "seed_dilations": [0]},
         "converged": {"compute": False, "high_res": HIGH_RES, "extra_seeds": [1, 2]},
         "paper": {"compute": True, "high_res": None, "extra_seeds": []},
     }
 
     models: list[str] = list(MODELS)
     dilations: list[int] = list(DILATIONS)
-    #: Training seeds of the spread study, beside ``seed`` (at :data:`SEED_DILATIONS`).
+    #: Training seeds of the spread study, beside ``seed`` (at ``seed_dilations``).
     extra_seeds: list[int] = []
+    #: Dilations of the spread study (those of ``dilations`` also listed here).
+    seed_dilations: list[int] = list(SEED_DILATIONS)
     #: Train the cells missing from the results cache (False: show the cached ones and list
     #: the rest as pending; ``defectlib grid`` computes them).
     compute: bool = True
@@ -373,8 +375,8 @@ class Seg000GridConfig(ExperimentConfig):
         return grid_configs(self.profile, models=self.models, dilations=self.dilations, seeds=(self.seed,))
 
     def seed_cells(self) -> list[Seg000Config]:
-        """The spread study: every model at :data:`SEED_DILATIONS` with ``extra_seeds``."""
-        return grid_configs(self.profile, models=self.models, dilations=[k for k in SEED_DILATIONS if k in self.dilations],
+        """The spread study: every model at ``seed_dilations`` with ``extra_seeds``."""
+        return grid_configs(self.profile, models=self.models, dilations=[k for k in self.seed_dilations if k in self.dilations],
                             seeds=self.extra_seeds)
 
     def resolution_cells(self) -> list[Seg000Config]:
