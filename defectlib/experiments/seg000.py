@@ -88,8 +88,8 @@ class Seg000Config(CrossValidatedConfig):
 
     EXPERIMENT: ClassVar[str] = "seg000"
     PROFILES: ClassVar[dict] = {
-        "smoke": {"dataset": "synthetic", "n_folds": 3, "input_size": [64, 32], "seg_steps": 30,
-                  "clf_steps": 20, "lr_seg": 1e-3, "lr_clf": 1e-3, "gallery_scale": 1, "eval_every": 10},
+        "smoke": {"dataset": "synthetic", "n_folds": 3, "input_size": [64, 32], "seg_steps": 16,
+                  "clf_steps": 10, "lr_seg": 1e-3, "lr_clf": 1e-3, "gallery_scale": 1, "eval_every": 8},
         "converged": {**_KOLEKTOR, "input_size": [352, 128], "seg_steps": "per-model", "clf_steps": 1500,
                       "lr_seg": "per-model", "lr_clf": 1e-3, "gallery_scale": 2, "eval_every": 250},
         "paper": {**_KOLEKTOR, "input_size": [1408, 512], "seg_epochs": 50, "clf_epochs": 25,
