@@ -66,9 +66,13 @@ def test_grid_has_every_model_and_dilation():
     assert len(cells) == 15
     assert {(c.model, c.dilation) for c in cells} == {(m, k) for m in seg000.MODELS for k in seg000.DILATIONS}
     assert not grid.compute and Seg000GridConfig.from_profile("smoke").compute  # the book reads converged cells
-    assert grid.high_res == seg000.HIGH_RES
+    assert grid.resolutions == seg000.RESOLUTIONS
     high = grid.resolution_cells()
-    assert len(high) == 5 and {(c.model, tuple(c.input_size)) for c in high} == {("proposed", tuple(seg000.HIGH_RES))}
+    assert len(high) == 5 * len(seg000.RESOLUTIONS)
+    assert {(c.model, tuple(c.input_size), c.dilation) for c in high} == {
+        ("proposed", tuple(size), k) for size in seg000.RESOLUTIONS for k in seg000.DILATIONS}
+    assert [c.input_size for c in high[:5]] == [seg000.RESOLUTIONS[0]] * 5  # size by size
+    assert Seg000GridConfig.from_profile("paper").resolution_cells() == []
     spread = grid.seed_cells()
     assert spread and {c.dilation for c in spread} == set(grid.seed_dilations) == set(seg000.SEED_DILATIONS)
     assert grid.seed not in {c.seed for c in spread} and {c.model for c in spread} == set(seg000.MODELS)

@@ -72,8 +72,10 @@ def study_cells(profile: str) -> list:
     """Every cell the book shows under ``profile``, in the order the grid computes them.
 
     Cheap cells that answer a paper's main question come first (the proposed network's sweep at
-    both resolutions, recognition and segmentation on KolektorSDD), the spread and ablation
-    studies last.
+    the main grid's size and at the resolution study's first size, recognition and segmentation
+    on KolektorSDD), the spread and ablation studies last. The resolution study's larger sizes
+    come at the spread study's dilations after the first baselines, at the other dilations
+    after the spread study.
     """
     s000 = seg000.Seg000GridConfig.from_profile(profile)
     r004 = rec004.Rec004GridConfig.from_profile(profile)
@@ -86,18 +88,24 @@ def study_cells(profile: str) -> list:
     plain = [c for c in recognition if not c.augment]
     augmented = [c for c in recognition if c.augment]
     segmentation = s004.cells()
+    resolution = s000.resolution_cells()
+    first_size = [c for c in resolution if c.input_size == resolution[0].input_size] if resolution else []
+    larger = [c for c in resolution if c not in first_size]
+    larger_first = [c for c in larger if c.dilation in s000.seed_dilations]
     by_dataset = lambda cells, first: sorted(cells, key=lambda c: c.dataset != first)  # noqa: E731
     order = [
         *proposed,
-        *s000.resolution_cells(),
+        *first_size,
         *by_dataset(plain, "kolektorsdd")[: len(plain) // 2 or len(plain)],
         *by_dataset(segmentation, "kolektorsdd")[: len(segmentation) // 2 or len(segmentation)],
         *first_dilations,
+        *larger_first,
         *by_dataset(plain, "kolektorsdd")[len(plain) // 2 or len(plain):],
         *by_dataset(segmentation, "kolektorsdd")[len(segmentation) // 2 or len(segmentation):],
         *augmented,
         *[c for c in baselines if c not in first_dilations],
         *s000.seed_cells(),
+        *[c for c in larger if c not in larger_first],
         *s004.ablation_cells(),
     ]
     unique, seen = [], set()

@@ -29,8 +29,9 @@ Deviations from the paper, and choices it leaves open (also stated in the book):
   the length halved.) The ``paper`` profile trains 50 and 25 epochs of the alternating sampler
   (Tabernik et al.'s schedule on the same data).
 - **Resolution**: ``converged`` runs every network at 352×128, a quarter of the paper's side
-  (the paper: 1408×512); the proposed network is also run at 704×256 (``input_size``), where
-  KolektorSDD's thin cracks are better resolved.
+  (the paper: 1408×512); the proposed network is also run at 704×256 and at the paper's
+  1408×512 (:data:`RESOLUTIONS`), with the same recipe, where KolektorSDD's thin cracks are
+  better resolved.
 - **Initialisation**: every network trains from scratch (no pretrained weights can be fetched
   here; the paper's DeepLabv3+ was ImageNet-pretrained).
 - An epoch of the alternating sampler sees every defect-free training image once and as many
@@ -66,8 +67,9 @@ MODELS = ("proposed", "deeplabv3plus", "unet")
 DILATIONS = (0, 5, 9, 13, 15)
 #: Dilations of the spread study (every model, more training seeds).
 SEED_DILATIONS = (0, 9)
-#: Input size of the proposed network's resolution study (``converged`` profile).
-HIGH_RES = [704, 256]
+#: Input sizes (H, W) of the proposed network's resolution study (``converged`` profile): half
+#: the paper's side, and the paper's own.
+RESOLUTIONS = [[704, 256], [1408, 512]]
 _KOLEKTOR = {"dataset": "kolektorsdd", "n_folds": 3}
 
 _ModelName = one_of(MODELS, "model")
@@ -353,9 +355,9 @@ class Seg000GridConfig(ExperimentConfig):
 
     EXPERIMENT: ClassVar[str] = "seg000-grid"
     PROFILES: ClassVar[dict] = {
-        "smoke": {"compute": True, "high_res": [128, 64], "dilations": [0, 9], "extra_seeds": [1], "seed_dilations": [0]},
-        "converged": {"compute": False, "high_res": HIGH_RES, "extra_seeds": [1, 2]},
-        "paper": {"compute": True, "high_res": None, "extra_seeds": []},
+        "smoke": {"compute": True, "resolutions": [[128, 64]], "dilations": [0, 9], "extra_seeds": [1], "seed_dilations": [0]},
+        "converged": {"compute": False, "resolutions": RESOLUTIONS, "extra_seeds": [1, 2]},
+        "paper": {"compute": True, "resolutions": [], "extra_seeds": []},
     }
 
     models: list[str] = list(MODELS)
@@ -367,8 +369,9 @@ class Seg000GridConfig(ExperimentConfig):
     #: Train the cells missing from the results cache (False: show the cached ones and list
     #: the rest as pending; ``defectlib grid`` computes them).
     compute: bool = True
-    #: Input size of the proposed network's resolution study (None: no such study).
-    high_res: list[int] | None = None
+    #: Input sizes (H, W) of the proposed network's resolution study, beside the main grid's
+    #: (empty: no such study).
+    resolutions: list[list[int]] = []
 
     def cells(self) -> list[Seg000Config]:
         """The main grid: every model at every dilation, training seed ``seed``."""
@@ -380,11 +383,12 @@ class Seg000GridConfig(ExperimentConfig):
                             seeds=self.extra_seeds)
 
     def resolution_cells(self) -> list[Seg000Config]:
-        """The proposed network at ``high_res`` at every dilation."""
-        if self.high_res is None or "proposed" not in self.models:
+        """The proposed network at every size of ``resolutions`` and every dilation, size by size."""
+        if "proposed" not in self.models:
             return []
-        return grid_configs(self.profile, models=["proposed"], dilations=self.dilations, seeds=(self.seed,),
-                            input_size=list(self.high_res))
+        return [cfg for size in self.resolutions
+                for cfg in grid_configs(self.profile, models=["proposed"], dilations=self.dilations,
+                                        seeds=(self.seed,), input_size=list(size))]
 
 
 class Seg000ArchitectureConfig(ExperimentConfig):
