@@ -97,14 +97,15 @@ def cmd_grid_start(args: argparse.Namespace) -> int:
 def cmd_grid_status(args: argparse.Namespace) -> int:
     import math
 
-    from .experiments.grid import grid_status
+    from .perf.chapter import cached_bench
+    from .perf.cost import estimate_costs
 
-    table = grid_status(_cells(args))
+    table = estimate_costs(_cells(args), bench=cached_bench(args.profile))
     if table.empty:
         print(f"grid {args.profile}: no cells")
         return 0
     for row in table.itertuples():
-        left = "?" if math.isnan(row.hours_left) else f"{row.hours_left:.1f}"
+        left = "?" if math.isnan(row.hours_left) else f"{row.hours_left:.1f}" + ("*" if row.estimated_from == "bench" else "")
         print(f"{row.state:<8} {row.saved}/{row.folds}{' +' + str(row.running) if row.running else '':<3} "
               f"{row.cpu_hours:6.2f} h done, {left:>5} h left  {row.cell}  ({row.key})")
     done = int((table["state"] == "done").sum())
@@ -113,6 +114,8 @@ def cmd_grid_status(args: argparse.Namespace) -> int:
     print(f"grid {args.profile}: {done} of {len(table)} cells done, {int(table['saved'].sum())} of "
           f"{int(table['folds'].sum())} folds saved, {table['cpu_hours'].sum():.1f} CPU-hours so far; "
           f"about {known.sum():.1f} CPU-hours left" + (f" plus {unknown} cells of networks not yet timed" if unknown else ""))
+    if (table["estimated_from"] == "bench").any():
+        print("* estimated from the bench (no like cell has saved a fold yet), scaled by the saved folds' times")
     return 0
 
 

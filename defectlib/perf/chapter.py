@@ -26,6 +26,7 @@ __all__ = [
     "PerformanceConfig",
     "STUDY_LEVERS",
     "bench_table",
+    "cached_bench",
     "levers_table",
     "profile_sizes",
     "run",
@@ -92,6 +93,13 @@ def run(cfg: BenchConfig, *, progress: bool = True) -> RunResult:
                        train_repeats=cfg.repeats, infer_repeats=2 * cfg.repeats)
     metrics = {"matmul_peak_flops_per_s": record["matmul_peak_flops_per_s"], "machine": record["machine"]}
     return current.finish(pd.DataFrame(record["rows"]), metrics)
+
+
+def cached_bench(profile: str) -> pd.DataFrame | None:
+    """The samples of ``profile``'s bench run if it is in the results cache, else None
+    (nothing is measured)."""
+    current = Run(BenchConfig.from_profile(profile), {})
+    return current.load().samples if current.complete else None
 
 
 def bench_table(result: RunResult) -> pd.DataFrame:

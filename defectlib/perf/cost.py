@@ -3,27 +3,104 @@
 Every fold a run saves records the seconds it computed (``parts/fold<k>.json``, ``wall_time_s``)
 and a finished run their sum (``provenance.json``). :func:`cell_costs` reads them for every
 cell of a profile through :func:`~defectlib.experiments.grid.grid_status`, which also estimates
-the hours a cell still needs from the saved folds of cells like it. :func:`cost_summary` adds
-them up per experiment. Nothing is trained.
+the hours a cell still needs from the saved folds of cells like it. A cell with no like cell
+saved yet gets an estimate from the bench (:func:`bench_estimates`) when one is given.
+:func:`cost_summary` adds them up per experiment. Nothing is trained.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
+
 import pandas as pd
 
-__all__ = ["cell_costs", "cost_summary"]
+from .bench import network_name
+
+__all__ = ["cell_costs", "estimate_costs", "cost_summary", "bench_estimates", "training_images"]
+
+#: Per experiment: the images one fold's optimiser steps see, in units of the network's input
+#: (a crop counts as its share of the input's pixels), or None where the steps depend on the
+#: data (epochs).
+_TRAINING_IMAGES: dict[str, Callable] = {
+    "seg000": lambda c: (None if c.seg_epochs is not None or c.clf_epochs is not None
+                         else float(c.seg_steps + c.clf_steps)),
+    "rec004": lambda c: float(c.steps * 2 * c.pairs_per_batch),
+    "seg004": lambda c: float(c.steps * 2 * c.pairs_per_batch) * (
+        c.crop_size[0] * c.crop_size[1] / (c.input_size[0] * c.input_size[1]) if c.local_input else 1.0),
+}
 
 
-def cell_costs(profile: str) -> pd.DataFrame:
-    """One row per cell of ``profile``, in the order the grid computes them.
+def training_images(cfg) -> float | None:
+    """The images one fold of ``cfg`` trains on, in units of its network's input (None when
+    its length is given in epochs).
+
+    Examples
+    --------
+    >>> from defectlib.experiments.rec004 import Rec004Config
+    >>> training_images(Rec004Config.from_profile("smoke"))  # 6 steps of 2 pairs
+    24.0
+    """
+    return _TRAINING_IMAGES[cfg.EXPERIMENT](cfg)
+
+
+def bench_estimates(cells: Sequence, status: pd.DataFrame, bench: pd.DataFrame) -> list[float]:
+    """Hours per fold of each cell, predicted from the bench: its training images times the
+    bench's training step of its network at its input, scaled by how long the saved folds
+    of its experiment took against the same prediction (of all experiments where its own has
+    none saved). NaN where the bench lacks the network or size, or nothing is saved at all.
+
+    ``cells`` and ``status`` are aligned (:func:`~defectlib.experiments.grid.grid_status` of
+    the cells); ``bench`` is a bench run's samples (``model``, ``height``, ``width``,
+    ``train_step_s``).
+    """
+    step = {(r.model, int(r.height), int(r.width)): float(r.train_step_s) for r in bench.itertuples()}
+
+    def predicted(cfg) -> float:
+        images = training_images(cfg)
+        seconds = step.get((network_name(cfg), int(cfg.input_size[0]), int(cfg.input_size[1])))
+        return math.nan if images is None or seconds is None else images * seconds / 3600
+
+    prediction = [predicted(cfg) for cfg in cells]
+    table = status.assign(predicted=prediction)
+    table = table[(table["saved"] > 0) & table["predicted"].notna()]
+    recorded = table.groupby("experiment")["cpu_hours"].sum()
+    expected = (table["predicted"] * table["saved"]).groupby(table["experiment"]).sum()
+    scale = (recorded / expected).to_dict()
+    pooled = recorded.sum() / expected.sum() if expected.sum() > 0 else math.nan
+    return [p * scale.get(cfg.EXPERIMENT, pooled) for cfg, p in zip(cells, prediction)]
+
+
+def cell_costs(profile: str, *, bench: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per cell of ``profile``, in the order the grid computes them
+    (:func:`estimate_costs` of the profile's cells)."""
+    from ..experiments.grid import study_cells
+
+    return estimate_costs(study_cells(profile), bench=bench)
+
+
+def estimate_costs(cells: Sequence, *, bench: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per cell, in the order given.
 
     Columns as :func:`~defectlib.experiments.grid.grid_status`: cell, experiment, key, folds,
     saved, running, state (done, running, started, pending), cpu_hours (recorded by its saved
-    folds) and hours_left (an estimate; NaN where no fold of a like cell is saved yet).
+    folds) and hours_left (an estimate from the saved folds of like cells), and
+    ``estimated_from``: "saved folds", "bench" (``bench``, a bench run's samples, filled the
+    estimate in: :func:`bench_estimates`) or None (no estimate, hours_left NaN).
     """
-    from ..experiments.grid import grid_status, study_cells
+    from ..experiments.grid import grid_status
 
-    return grid_status(study_cells(profile))
+    cells = list(cells)
+    table = grid_status(cells)
+    if table.empty:
+        return table
+    table["estimated_from"] = [None if math.isnan(h) else "saved folds" for h in table["hours_left"]]
+    if bench is not None:
+        per_fold = bench_estimates(cells, table, bench)
+        for i, (row, hours) in enumerate(zip(table.itertuples(), per_fold)):
+            if math.isnan(row.hours_left) and not math.isnan(hours):
+                table.loc[table.index[i], ["hours_left", "estimated_from"]] = [(row.folds - row.saved) * hours, "bench"]
+    return table
 
 
 def cost_summary(cells: pd.DataFrame) -> pd.DataFrame:
