@@ -389,6 +389,8 @@ def test_a_smoke_cell_runs_resumes_and_is_cached(isolated, monkeypatch):
     table = rec004.grid_table([result])
     assert table["fold"].tolist() == ["0", "1", "2", "all"]
     assert table.iloc[-1]["acc"] == pytest.approx(result.metrics["acc"])
+    assert table.iloc[-1]["block_fpr"] == pytest.approx(m["block_fpr"])  # DR reports its block false positives
+    assert table.iloc[0]["block_fpr"] == pytest.approx(m["per_fold"]["0"]["block_fpr"])
     for area in ("input", "native"):
         small = rec004.small_defect_table([result], area=area)
         assert small.loc[0, "n_defect_free"] == (s["label"] == 0).sum()

@@ -268,18 +268,20 @@ def _cell(result: RunResult) -> dict:
 def grid_table(results: list[RunResult]) -> pd.DataFrame:
     """One row per cell and test fold, plus one per cell over all folds (``fold == "all"``).
 
-    Columns: dataset, method, augment, fold, tpr, tnr, acc, ap, n, n_positive, and the cell's
-    wall time in minutes (on the ``all`` rows).
+    Columns: dataset, method, augment, fold, tpr, tnr, acc, ap, n, n_positive, block_fpr (DR's
+    share of normal blocks called defective; NaN for the classifier), and the cell's wall time
+    in minutes (on the ``all`` rows).
     """
+    keys = ("tpr", "tnr", "acc", "ap", "n", "n_positive")
     rows = []
     for r in results:
         cell, m = _cell(r), r.metrics
         for fold, fm in sorted(m["per_fold"].items(), key=lambda kv: int(kv[0])):
-            rows.append({**cell, "fold": str(fold), **{k: fm[k] for k in ("tpr", "tnr", "acc", "ap", "n", "n_positive")},
-                         "wall_time_min": math.nan})
-        rows.append({**cell, "fold": "all", **{k: m[k] for k in ("tpr", "tnr", "acc", "ap", "n", "n_positive")},
+            rows.append({**cell, "fold": str(fold), **{k: fm[k] for k in keys},
+                         "block_fpr": fm.get("block_fpr", math.nan), "wall_time_min": math.nan})
+        rows.append({**cell, "fold": "all", **{k: m[k] for k in keys}, "block_fpr": m.get("block_fpr", math.nan),
                      "wall_time_min": r.provenance["wall_time_s"] / 60})
-    columns = ["dataset", "method", "augment", "fold", "tpr", "tnr", "acc", "ap", "n", "n_positive", "wall_time_min"]
+    columns = ["dataset", "method", "augment", "fold", *keys, "block_fpr", "wall_time_min"]
     return pd.DataFrame(rows, columns=columns)
 
 
