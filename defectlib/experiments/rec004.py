@@ -367,6 +367,42 @@ def size_bin_tpr(results: list[RunResult], bins=AREA_BINS, *, area: str = "nativ
     return pd.DataFrame(rows, columns=["dataset", "method", "augment", "bin", "low", "high", "n", "detected", "tpr"])
 
 
+def missed_defects(results: list[RunResult], *, confident: float = 0.1) -> pd.DataFrame:
+    """How the defects a cell misses at its threshold differ from those it finds, over all
+    test folds.
+
+    One row per cell: dataset, method, augment, n (defective images with a mask), missed,
+    missed_confidently (score under ``confident``: no threshold near the decision rule's
+    recovers them), the median defect area in pixels of the missed and of the found ones at
+    the network input, and ``area_kept``, the median share of a defect's native pixels left at
+    the input (the resize's factor).
+
+    Examples
+    --------
+    >>> samples = pd.DataFrame({"label": [1, 1, 1, 0], "defect_area": [1000, 4000, 2000, 0],
+    ...                         "defect_area_input": [100, 400, 200, 0], "score": [0.01, 0.9, 0.3, 0.2]})
+    >>> r = RunResult(key="k", path=Path("."), samples=samples, metrics={},
+    ...               provenance={"config": {"dataset": "toy", "method": "dr", "augment": False, "threshold": 0.5}})
+    >>> row = missed_defects([r]).iloc[0]
+    >>> int(row["n"]), int(row["missed"]), int(row["missed_confidently"]), float(row["missed_area_input"])
+    (3, 2, 1, 150.0)
+    >>> float(row["found_area_input"]), float(row["area_kept"])
+    (400.0, 0.1)
+    """
+    rows = []
+    for r in results:
+        s = r.samples
+        defective = s[(s["label"] == 1) & (s["defect_area"] > 0)]
+        missed = defective["score"] < _threshold(r)
+        rows.append({**_cell(r), "n": int(len(defective)), "missed": int(missed.sum()),
+                     "missed_confidently": int((defective["score"] < confident).sum()),
+                     "missed_area_input": float(defective.loc[missed, "defect_area_input"].median()),
+                     "found_area_input": float(defective.loc[~missed, "defect_area_input"].median()),
+                     "area_kept": float((defective["defect_area_input"] / defective["defect_area"]).median())})
+    return pd.DataFrame(rows, columns=["dataset", "method", "augment", "n", "missed", "missed_confidently",
+                                       "missed_area_input", "found_area_input", "area_kept"])
+
+
 def training_curves(result: RunResult) -> dict[int, dict[str, np.ndarray]]:
     """The per-fold training curves stored with a run: ``train_losses`` (every step),
     ``train_eval_step`` and the validation figures ``train_eval_<name>``."""
