@@ -72,8 +72,8 @@ def study_cells(profile: str) -> list:
     """Every cell the book shows under ``profile``, in the order the grid computes them.
 
     Cheap cells that answer a paper's main question come first (the proposed network's sweep at
-    the main grid's size and at the resolution study's first size, recognition and segmentation
-    on KolektorSDD), the spread and ablation studies last. The resolution study's larger sizes
+    the main grid's size and at the resolution study's first size, recognition without and with
+    augmentation and segmentation on KolektorSDD), the spread and ablation studies last. The resolution study's larger sizes
     come at the spread study's dilations after the first baselines, at the other dilations
     after the spread study.
     """
@@ -98,11 +98,12 @@ def study_cells(profile: str) -> list:
         *first_size,
         *by_dataset(plain, "kolektorsdd")[: len(plain) // 2 or len(plain)],
         *by_dataset(segmentation, "kolektorsdd")[: len(segmentation) // 2 or len(segmentation)],
+        *by_dataset(augmented, "kolektorsdd")[: len(augmented) // 2 or len(augmented)],
         *first_dilations,
         *larger_first,
         *by_dataset(plain, "kolektorsdd")[len(plain) // 2 or len(plain):],
         *by_dataset(segmentation, "kolektorsdd")[len(segmentation) // 2 or len(segmentation):],
-        *augmented,
+        *by_dataset(augmented, "kolektorsdd")[len(augmented) // 2 or len(augmented):],
         *[c for c in baselines if c not in first_dilations],
         *s000.seed_cells(),
         *[c for c in larger if c not in larger_first],
