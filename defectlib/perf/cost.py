@@ -19,15 +19,15 @@ from .bench import network_name
 
 __all__ = ["cell_costs", "estimate_costs", "cost_summary", "bench_estimates", "training_images"]
 
-#: Per experiment: the images one fold's optimiser steps see, in units of the network's input
-#: (a crop counts as its share of the input's pixels), or None where the steps depend on the
-#: data (epochs).
+#: Per experiment: the images one fold's optimiser steps see, in units of the network's input,
+#: or None where the steps depend on the data (epochs). seg004's local image input still sends
+#: the whole image through the backbone, which dominates the step, so a crop counts as a whole
+#: image.
 _TRAINING_IMAGES: dict[str, Callable] = {
     "seg000": lambda c: (None if c.seg_epochs is not None or c.clf_epochs is not None
                          else float(c.seg_steps + c.clf_steps)),
     "rec004": lambda c: float(c.steps * 2 * c.pairs_per_batch),
-    "seg004": lambda c: float(c.steps * 2 * c.pairs_per_batch) * (
-        c.crop_size[0] * c.crop_size[1] / (c.input_size[0] * c.input_size[1]) if c.local_input else 1.0),
+    "seg004": lambda c: float(c.steps * 2 * c.pairs_per_batch),
 }
 
 
