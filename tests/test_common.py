@@ -287,14 +287,15 @@ def test_study_cells_list_every_cell_of_the_smoke_profile_once(isolated):
     keys = [(c.EXPERIMENT, c.digest()) for c in cells]
     assert len(keys) == len(set(keys))
     s000, r004, s004 = _smoke_grids()
-    expected = [*s000.cells(), *s000.seed_cells(), *s000.resolution_cells(), *r004.cells(), *s004.cells(),
-                *s004.ablation_cells()]
+    expected = [*s000.cells(), *s000.seed_cells(), *s000.resolution_cells(), *r004.cells(),
+                *r004.resolution_cells(), *s004.cells(), *s004.ablation_cells()]
     assert set(keys) == {(c.EXPERIMENT, c.digest()) for c in expected}
     assert {c.EXPERIMENT for c in cells} == {"seg000", "rec004", "seg004"}
     assert grid.describe(cells[0]) == "seg000 proposed k=0 64×32 seed 0"  # the most telling cell first
     assert all(c.profile == "smoke" for c in cells)
     names = [grid.describe(c) for c in cells]
-    assert "seg000 proposed k=0 128×64 seed 0" in names  # the resolution study
+    assert "seg000 proposed k=0 128×64 seed 0" in names  # the resolution studies
+    assert "rec004 synthetic dr aug=off 96×64 seed 0" in names
     assert "seg004 synthetic no branch + ASPP seed 0" in names  # the ablation
     spread = s000.seed_cells()  # the spread study: every model again with other training seeds
     assert spread and {c.model for c in spread} == set(s000.models) and s000.seed not in {c.seed for c in spread}

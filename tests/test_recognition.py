@@ -348,6 +348,23 @@ def test_grid_covers_datasets_methods_and_augmentation():
         Rec004GridConfig.from_profile("converged", methods=["vgg"])
 
 
+def test_the_resolution_study_is_dr_without_augmentation_at_other_inputs_on_the_same_folds():
+    main = {(c.dataset, c.method, c.augment): c for c in Rec004GridConfig.from_profile("converged").cells()}
+    study = Rec004GridConfig.from_profile("converged").resolution_cells()
+    assert [c.input_size for c in study] == rec004.RESOLUTIONS and rec004.RESOLUTIONS
+    for cfg in study:
+        base = main[("kolektorsdd", "dr", False)]
+        assert (cfg.dataset, cfg.method, cfg.augment) == ("kolektorsdd", "dr", False)
+        assert cfg.input_size != base.input_size and cfg.digest() != base.digest()
+        # the same recipe and folds: only the input differs
+        assert {k: v for k, v in cfg.to_dict().items() if k != "input_size"} == \
+            {k: v for k, v in base.to_dict().items() if k != "input_size"}
+    assert Rec004GridConfig.from_profile("paper").resolution_cells() == []
+    assert [c.dataset for c in Rec004GridConfig.from_profile("smoke").resolution_cells()] == ["synthetic"]
+    with pytest.raises(ConfigError):
+        Rec004GridConfig.from_profile("converged", resolutions=[[100, 64]])
+
+
 def test_run_grid_without_compute_trains_nothing_and_leaves_missing_cells_out(isolated, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("run_grid(compute=False) must not train")
@@ -399,7 +416,8 @@ def test_a_smoke_cell_runs_resumes_and_is_cached(isolated, monkeypatch):
 
 
 def _result(samples: pd.DataFrame) -> RunResult:
-    config = {"dataset": "toy", "method": "dr", "augment": True, "threshold": 0.5}
+    config = {"dataset": "toy", "method": "dr", "augment": True, "input_size": [224, 224],
+              "threshold": 0.5}
     return RunResult(key="k", path=Path("."), samples=samples, metrics={}, provenance={"config": config})
 
 

@@ -57,7 +57,8 @@ def describe(cfg) -> str:
     if cfg.EXPERIMENT == "seg000":
         return f"seg000 {cfg.model} k={cfg.dilation} {'×'.join(map(str, cfg.input_size))} seed {cfg.seed}"
     if cfg.EXPERIMENT == "rec004":
-        return f"rec004 {cfg.dataset} {cfg.method} aug={'on' if cfg.augment else 'off'} seed {cfg.seed}"
+        return (f"rec004 {cfg.dataset} {cfg.method} aug={'on' if cfg.augment else 'off'} "
+                f"{'×'.join(map(str, cfg.input_size))} seed {cfg.seed}")
     return f"seg004 {cfg.dataset} {cfg.variant} seed {cfg.seed}"
 
 
@@ -73,9 +74,10 @@ def study_cells(profile: str) -> list:
 
     Cheap cells that answer a paper's main question come first (the proposed network's sweep at
     the main grid's size and at the resolution study's first size, recognition without and with
-    augmentation and segmentation on KolektorSDD), the spread and ablation studies last. The resolution study's larger sizes
-    come at the spread study's dilations after the first baselines, at the other dilations
-    after the spread study.
+    augmentation and segmentation on KolektorSDD), the spread and ablation studies last. The
+    proposed network's larger sizes come at the spread study's dilations after the first
+    baselines (then the recognition's resolution study), at the other dilations after the
+    spread study.
     """
     s000 = seg000.Seg000GridConfig.from_profile(profile)
     r004 = rec004.Rec004GridConfig.from_profile(profile)
@@ -101,6 +103,7 @@ def study_cells(profile: str) -> list:
         *by_dataset(augmented, "kolektorsdd")[: len(augmented) // 2 or len(augmented)],
         *first_dilations,
         *larger_first,
+        *r004.resolution_cells(),
         *by_dataset(plain, "kolektorsdd")[len(plain) // 2 or len(plain):],
         *by_dataset(segmentation, "kolektorsdd")[len(segmentation) // 2 or len(segmentation):],
         *by_dataset(augmented, "kolektorsdd")[len(augmented) // 2 or len(augmented):],

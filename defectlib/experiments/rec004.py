@@ -53,6 +53,11 @@ Choices the paper leaves open, and deviations (also stated in the book):
   counted at the 224×224 network input *and* at native resolution (the paper does not say
   which); defective images with an empty mask are not counted as small (their area is
   unknown). KolektorSDD has no defect under 100 px at either resolution.
+- **Resolution study** (beyond the paper; :meth:`Rec004GridConfig.resolution_cells`): DR
+  without augmentation is also trained on KolektorSDD at 448×192 (:data:`RESOLUTIONS`), the
+  same recipe and folds; KolektorSDD's cracks are thin and mostly horizontal, and the 224×224
+  input squashes the strips' height by more than five. A larger input has more blocks
+  (:func:`blocks`: 84 at 448×192), so the same block false-positive rate costs more image TNR.
 - Each fold is seeded alone (``seed_everything(seed)`` at its start), so a resumed run gives
   the same numbers as an uninterrupted one.
 """
@@ -99,6 +104,16 @@ _REAL = {"dataset": "magnetictile", "n_folds": 5, "input_size": [224, 224], "lr"
          "weight_decay": 1e-4, "blocks_per_class": 16}
 #: Steps per fold in the ``converged`` profile, per dataset.
 STEPS = {"magnetictile": 2000, "kolektorsdd": 1000, "synthetic": 50}
+#: Input sizes (H, W) of the resolution study (``converged`` profile): KolektorSDD's strips
+#: (about 1250×500) at twice the main grid's height and near their own aspect ratio, where the
+#: 224×224 input squashes their height by more than five.
+RESOLUTIONS = [[448, 192]]
+
+
+def _checked_size(value: list[int]) -> list[int]:
+    if len(value) != 2 or any(v < 32 or v % 32 for v in value):
+        raise ValueError(f"input_size must be [H, W], multiples of 32, got {value}")
+    return value
 
 
 class Rec004Config(CrossValidatedConfig):
@@ -149,9 +164,7 @@ class Rec004Config(CrossValidatedConfig):
     @field_validator("input_size")
     @classmethod
     def _input_size(cls, value: list[int]) -> list[int]:
-        if len(value) != 2 or any(v < 32 or v % 32 for v in value):
-            raise ValueError(f"input_size must be [H, W], multiples of 32, got {value}")
-        return value
+        return _checked_size(value)
 
 
 def _validation_summary(labels: np.ndarray, scores: pd.DataFrame, threshold: float) -> dict[str, float]:
@@ -262,13 +275,25 @@ def run_grid(configs: list[Rec004Config], *, compute: bool = True, progress: boo
 
 def _cell(result: RunResult) -> dict:
     cfg = result.provenance["config"]
-    return {"dataset": cfg["dataset"], "method": cfg["method"], "augment": bool(cfg["augment"])}
+    return {"dataset": cfg["dataset"], "method": cfg["method"], "augment": bool(cfg["augment"]),
+            "input": "×".join(str(v) for v in cfg["input_size"])}
+
+
+def blocks(input_size) -> int:
+    """DR's blocks per image at ``input_size`` (H, W): one per 32×32 input pixels.
+
+    Examples
+    --------
+    >>> blocks([224, 224]), blocks([448, 192])
+    (49, 84)
+    """
+    return (int(input_size[0]) // 32) * (int(input_size[1]) // 32)
 
 
 def grid_table(results: list[RunResult]) -> pd.DataFrame:
     """One row per cell and test fold, plus one per cell over all folds (``fold == "all"``).
 
-    Columns: dataset, method, augment, fold, tpr, tnr, acc, ap, n, n_positive, block_fpr (DR's
+    Columns: dataset, method, augment, input (H×W), fold, tpr, tnr, acc, ap, n, n_positive, block_fpr (DR's
     share of normal blocks called defective; NaN for the classifier), and the cell's wall time
     in minutes (on the ``all`` rows).
     """
@@ -281,7 +306,7 @@ def grid_table(results: list[RunResult]) -> pd.DataFrame:
                          "block_fpr": fm.get("block_fpr", math.nan), "wall_time_min": math.nan})
         rows.append({**cell, "fold": "all", **{k: m[k] for k in keys}, "block_fpr": m.get("block_fpr", math.nan),
                      "wall_time_min": r.provenance["wall_time_s"] / 60})
-    columns = ["dataset", "method", "augment", "fold", *keys, "block_fpr", "wall_time_min"]
+    columns = ["dataset", "method", "augment", "input", "fold", *keys, "block_fpr", "wall_time_min"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -320,10 +345,10 @@ def small_defect_table(results: list[RunResult], *, max_area: float = SMALL_AREA
     """The paper's Table 2: defective images with total defect area under ``max_area`` px
     against all defect-free images, over all test folds together.
 
-    ``area="input"`` counts the area on the mask resized to the network input (224×224),
+    ``area="input"`` counts the area on the mask resized to the cell's network input,
     ``"native"`` at the image's own resolution. Defective images with an empty mask are
-    left out (their area is unknown). One row per cell: dataset, method, augment, area, tpr,
-    tnr, acc, n_small, n_defect_free.
+    left out (their area is unknown). One row per cell: dataset, method, augment, input, area,
+    tpr, tnr, acc, n_small, n_defect_free.
     """
     column = _area_column(area)
     rows = []
@@ -334,7 +359,7 @@ def small_defect_table(results: list[RunResult], *, max_area: float = SMALL_AREA
         m = rates(small["score"], free["score"], threshold=_threshold(r))
         rows.append({**_cell(r), "area": area, "tpr": m["tpr"], "tnr": m["tnr"], "acc": m["acc"],
                      "n_small": m["n_positive"], "n_defect_free": m["n_negative"]})
-    return pd.DataFrame(rows, columns=["dataset", "method", "augment", "area", "tpr", "tnr", "acc",
+    return pd.DataFrame(rows, columns=["dataset", "method", "augment", "input", "area", "tpr", "tnr", "acc",
                                        "n_small", "n_defect_free"])
 
 
@@ -346,8 +371,8 @@ def size_bin_tpr(results: list[RunResult], bins=AREA_BINS, *, area: str = "nativ
     """TPR per defect-area bin ``[bins[i], bins[i+1])`` (pixels), over all test folds.
 
     Defective images with an empty mask are left out. One row per cell and bin: dataset,
-    method, augment, bin (a label such as ``"100–299"``), low, high, n, detected, tpr (``nan``
-    for an empty bin).
+    method, augment, input, bin (a label such as ``"100–299"``), low, high, n, detected, tpr
+    (``nan`` for an empty bin).
     """
     column = _area_column(area)
     edges = [float(b) for b in bins]
@@ -364,14 +389,15 @@ def size_bin_tpr(results: list[RunResult], bins=AREA_BINS, *, area: str = "nativ
             rows.append({**_cell(r), "bin": _bin_label(low, high), "low": low, "high": high,
                          "n": int(len(inside)), "detected": detected,
                          "tpr": detected / len(inside) if len(inside) else math.nan})
-    return pd.DataFrame(rows, columns=["dataset", "method", "augment", "bin", "low", "high", "n", "detected", "tpr"])
+    return pd.DataFrame(rows, columns=["dataset", "method", "augment", "input", "bin", "low", "high", "n", "detected",
+                                       "tpr"])
 
 
 def missed_defects(results: list[RunResult], *, confident: float = 0.1) -> pd.DataFrame:
     """How the defects a cell misses at its threshold differ from those it finds, over all
     test folds.
 
-    One row per cell: dataset, method, augment, n (defective images with a mask), missed,
+    One row per cell: dataset, method, augment, input, n (defective images with a mask), missed,
     missed_confidently (score under ``confident``: no threshold near the decision rule's
     recovers them), the median defect area in pixels of the missed and of the found ones at
     the network input, and ``area_kept``, the median share of a defect's native pixels left at
@@ -382,7 +408,8 @@ def missed_defects(results: list[RunResult], *, confident: float = 0.1) -> pd.Da
     >>> samples = pd.DataFrame({"label": [1, 1, 1, 0], "defect_area": [1000, 4000, 2000, 0],
     ...                         "defect_area_input": [100, 400, 200, 0], "score": [0.01, 0.9, 0.3, 0.2]})
     >>> r = RunResult(key="k", path=Path("."), samples=samples, metrics={},
-    ...               provenance={"config": {"dataset": "toy", "method": "dr", "augment": False, "threshold": 0.5}})
+    ...               provenance={"config": {"dataset": "toy", "method": "dr", "augment": False,
+    ...                                      "input_size": [224, 224], "threshold": 0.5}})
     >>> row = missed_defects([r]).iloc[0]
     >>> int(row["n"]), int(row["missed"]), int(row["missed_confidently"]), float(row["missed_area_input"])
     (3, 2, 1, 150.0)
@@ -399,7 +426,7 @@ def missed_defects(results: list[RunResult], *, confident: float = 0.1) -> pd.Da
                      "missed_area_input": float(defective.loc[missed, "defect_area_input"].median()),
                      "found_area_input": float(defective.loc[~missed, "defect_area_input"].median()),
                      "area_kept": float((defective["defect_area_input"] / defective["defect_area"]).median())})
-    return pd.DataFrame(rows, columns=["dataset", "method", "augment", "n", "missed", "missed_confidently",
+    return pd.DataFrame(rows, columns=["dataset", "method", "augment", "input", "n", "missed", "missed_confidently",
                                        "missed_area_input", "found_area_input", "area_kept"])
 
 
@@ -411,11 +438,17 @@ def training_curves(result: RunResult) -> dict[int, dict[str, np.ndarray]]:
 
 
 class Rec004GridConfig(ExperimentConfig):
-    """The recognition chapter: which datasets, methods and augmentation settings, under which profile."""
+    """The recognition chapter: which datasets, methods and augmentation settings, under which
+    profile, and the input sizes of the resolution study beyond the paper."""
 
     EXPERIMENT: ClassVar[str] = "rec004-grid"
-    PROFILES: ClassVar[dict] = {name: {"datasets": list(GRID_DATASETS[name]), "compute": name != "converged"}
-                                for name in ("smoke", "converged", "paper")}
+    PROFILES: ClassVar[dict] = {
+        "smoke": {"datasets": list(GRID_DATASETS["smoke"]), "compute": True, "resolutions": [[96, 64]],
+                  "resolution_dataset": "synthetic"},
+        "converged": {"datasets": list(GRID_DATASETS["converged"]), "compute": False,
+                      "resolutions": RESOLUTIONS},
+        "paper": {"datasets": list(GRID_DATASETS["paper"]), "compute": True, "resolutions": []},
+    }
 
     datasets: _DatasetNames
     methods: _MethodNames = list(METHODS)
@@ -423,7 +456,22 @@ class Rec004GridConfig(ExperimentConfig):
     #: Train the cells missing from the results cache (False: show the cached ones and list
     #: the rest as pending; ``defectlib grid`` computes them).
     compute: bool = True
+    #: Input sizes (H, W) at which DR without augmentation is also trained on
+    #: ``resolution_dataset``, beside the main grid's (:data:`RESOLUTIONS`).
+    resolutions: list[list[int]] = []
+    resolution_dataset: _DatasetName = "kolektorsdd"
+
+    @field_validator("resolutions")
+    @classmethod
+    def _resolutions(cls, value: list[list[int]]) -> list[list[int]]:
+        return [_checked_size(size) for size in value]
 
     def cells(self) -> list[Rec004Config]:
         return grid_configs(self.profile, datasets=self.datasets, methods=self.methods,
                             augments=self.augments, seed=self.seed)
+
+    def resolution_cells(self) -> list[Rec004Config]:
+        """DR without augmentation on ``resolution_dataset`` at every size of ``resolutions``."""
+        return [Rec004Config.from_profile(self.profile, dataset=self.resolution_dataset, method="dr", augment=False,
+                                          input_size=list(size), seed=self.seed)
+                for size in self.resolutions]

@@ -2,7 +2,7 @@
 
 from .common import plot_curves
 from .data import plot_area_histograms, plot_class_counts, plot_dilation_example, plot_fold_counts
-from .rec004 import plot_recognition_losses, plot_recognition_rates, plot_size_bin_tpr
+from .rec004 import plot_recognition_losses, plot_recognition_rates, plot_scores_by_input, plot_size_bin_tpr
 from .seg000 import plot_gallery, plot_resolution, plot_sweep_errors, plot_sweep_metrics, plot_training_curves
 from .seg004 import plot_fold_metrics, plot_loss_curves, plot_overlays, plot_size_bins
 
@@ -10,6 +10,6 @@ __all__ = [
     "plot_curves",
     "plot_area_histograms", "plot_class_counts", "plot_dilation_example", "plot_fold_counts",
     "plot_gallery", "plot_resolution", "plot_sweep_errors", "plot_sweep_metrics", "plot_training_curves",
-    "plot_recognition_losses", "plot_recognition_rates", "plot_size_bin_tpr",
+    "plot_recognition_losses", "plot_recognition_rates", "plot_scores_by_input", "plot_size_bin_tpr",
     "plot_fold_metrics", "plot_loss_curves", "plot_overlays", "plot_size_bins",
 ]

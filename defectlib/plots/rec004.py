@@ -1,11 +1,13 @@
 """Figures of seed 004's recognition chapter: TPR/TNR/ACC per method and augmentation (the
-paper's Figs. 3–5) with the spread over folds, TPR by defect size, and training losses."""
+paper's Figs. 3–5) with the spread over folds, TPR by defect size, the scores per network
+input, and training losses."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.figure import Figure
 
 from .common import plot_fold_losses
@@ -91,6 +93,28 @@ def plot_size_bin_tpr(table: pd.DataFrame, *, area: str = "native") -> Figure:
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("TPR (all test folds)")
     axes[0, -1].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_scores_by_input(scores: pd.DataFrame, *, threshold: float = 0.5) -> Figure:
+    """Every test image's score, defective against defect-free, per network input.
+
+    ``scores`` has one row per test image: ``input`` (such as ``"224×224"``), ``label`` (1:
+    defective) and ``score``. The dashed line is the decision threshold.
+    """
+    data = scores.assign(image=scores["label"].map({1: "defective", 0: "defect-free"}))
+    inputs = list(dict.fromkeys(data["input"]))
+    fig, ax = plt.subplots(figsize=(1.6 + 2.2 * len(inputs), 3.6))
+    sns.stripplot(data=data, x="input", y="score", hue="image", hue_order=["defect-free", "defective"],
+                  order=inputs, dodge=True, jitter=0.3, size=2.5, alpha=0.7,
+                  palette={"defect-free": "#1f77b4", "defective": "#d62728"}, ax=ax)
+    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    ax.set_xlabel("network input (H×W)")
+    ax.set_ylabel("image score (all test folds)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return fig
 
