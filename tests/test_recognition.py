@@ -23,6 +23,7 @@ from defectlib.data.augment import Augmentation
 from defectlib.data.dataset import SurfaceDataset
 from defectlib.errors import ConfigError
 from defectlib.experiments.rec004 import Rec004Config, Rec004GridConfig
+from defectlib.metrics import average_precision, tpr_tnr_acc
 from defectlib.models.rec004 import BlockDetector, block_labels, image_scores, resnet50_classifier
 from defectlib.results import RunResult
 from defectlib.seeding import seed_everything, torch_generator
@@ -456,3 +457,29 @@ def test_rates_with_empty_groups():
 @pytest.mark.parametrize("module", [training_module, rec004, models_module, augment_module])
 def test_doctests(module):
     assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def test_best_cells_pick_the_highest_ap_per_dataset_and_report_misses_and_the_curves_last_third(tmp_path):
+    def result(name, method, scores, curve):
+        path = tmp_path / name
+        (path / "artifacts").mkdir(parents=True)
+        np.savez(path / "artifacts" / "fold0.npz", train_eval_step=np.array([100, 200, 300]),
+                 train_eval_ap=np.array(curve))
+        samples = pd.DataFrame({"fold": 0, "label": [1, 1, 1, 0], "defect_area": [50, 80, 0, 0],
+                                "defect_area_input": [5, 8, 0, 0], "score": scores})
+        labels, values = samples["label"].to_numpy(), samples["score"].to_numpy()
+        metrics = {**tpr_tnr_acc(labels, values, threshold=0.5), "ap": average_precision(labels, values)}
+        config = {"dataset": "toy", "method": method, "augment": False, "input_size": [224, 224], "threshold": 0.5}
+        return RunResult(key=name, path=path, samples=samples, metrics=metrics, provenance={"config": config})
+
+    weak = result("weak", "dr", [0.6, 0.05, 0.2, 0.7], [0.4, 0.5, 0.6])
+    strong = result("strong", "resnet50", [0.9, 0.3, 0.8, 0.1], [0.7, 0.8, 0.8])
+    best = rec004.best_cells([weak, strong])
+    assert len(best) == 1
+    row = best.iloc[0]
+    assert row["method"] == "resnet50" and row["ap"] == 1.0
+    # the unannotated defective image (area 0) is not counted among the masked ones
+    assert (row["n_masked"], row["missed"], row["missed_confidently"]) == (2, 1, 0)
+    assert row["val_ap_change_mean"] == pytest.approx(0.0) and row["ap_chance"] == pytest.approx(0.75)
+    assert rec004.best_cells([weak]).iloc[0]["val_ap_change_max"] == pytest.approx(0.1)
+    assert rec004.best_cells([]).empty

@@ -80,7 +80,7 @@ from ..data.summary import areas_at_size
 from ..metrics import average_precision, image_metrics, tpr_tnr_acc
 from ..results import Run, RunResult
 from .common import (CONSTANT_STD, CrossValidatedConfig, FoldData, FoldOutcome, all_of, constant_output,
-                     cached_result, cross_validate, fold_metrics, one_of, timed)
+                     cached_result, cross_validate, fold_metrics, one_of, plateau_table, timed)
 from .common import device as _device
 
 METHODS = ("dr", "resnet50")
@@ -475,3 +475,30 @@ class Rec004GridConfig(ExperimentConfig):
         return [Rec004Config.from_profile(self.profile, dataset=self.resolution_dataset, method="dr", augment=False,
                                           input_size=list(size), seed=self.seed)
                 for size in self.resolutions]
+
+
+def best_cells(results: list[RunResult], *, confident: float = 0.1) -> pd.DataFrame:
+    """Per dataset, the cell with the highest AP over all test folds: its rates, the defects it
+    misses (and how many of them score under ``confident``), and how much its validation AP
+    moved over the last third of training (mean and largest over the folds,
+    :func:`~defectlib.experiments.common.curve_change`; near zero: the recipe has flattened).
+
+    One row per dataset: dataset, method, augment, input, tpr, tnr, ap, ap_chance, n_masked
+    (defective test images with a mask, as :func:`missed_defects` counts them), missed,
+    missed_confidently, val_ap_change_mean, val_ap_change_max.
+    """
+    rows = []
+    for r in results:
+        s, m = r.samples, r.metrics
+        missed = missed_defects([r], confident=confident).iloc[0]
+        change = plateau_table({"cell": training_curves(r)}, prefix="train")["change_last_third"]
+        rows.append({**_cell(r), "tpr": m["tpr"], "tnr": m["tnr"], "ap": m["ap"],
+                     "ap_chance": float(s["label"].mean()), "n_masked": int(missed["n"]),
+                     "missed": int(missed["missed"]), "missed_confidently": int(missed["missed_confidently"]),
+                     "val_ap_change_mean": float(change.mean()), "val_ap_change_max": float(change.max())})
+    columns = ["dataset", "method", "augment", "input", "tpr", "tnr", "ap", "ap_chance", "n_masked", "missed",
+               "missed_confidently", "val_ap_change_mean", "val_ap_change_max"]
+    table = pd.DataFrame(rows, columns=columns)
+    if table.empty:
+        return table
+    return table.loc[table.groupby("dataset", sort=False)["ap"].idxmax()].reset_index(drop=True)
