@@ -30,8 +30,9 @@ status: env
 	$(BIN)/defectlib grid status --profile $(PROFILE)
 
 ## Unit tests, then every notebook through papermill with the smoke profile and a book build;
-## two processes of one thread each (pytest-xdist), so both cores work.
-TEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2
+## two processes of one thread each (pytest-xdist), so both cores work; an idle one takes
+## pending tests from the other (worksteal), so the long book test does not hold a queue.
+TEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist worksteal
 test: env
 	$(TEST)
 
