@@ -13,6 +13,7 @@ from defectlib.perf import allocator
 _PROBE = """
 import json, resource, sys
 import torch
+torch.set_num_threads(1)
 from defectlib.perf.allocator import heap_policy, retain_freed_memory
 policy = [heap_policy()]
 if sys.argv[1] == "retained":
@@ -26,7 +27,7 @@ x = torch.rand(1, 3, 512, 256)
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 steps = []
-for i in range(8):  # a training step: every activation and gradient is a fresh 8 MB block
+for i in range(16):  # a training step: every activation and gradient is a fresh 8 MB block
     before = faults()
     net.zero_grad(set_to_none=True)
     net(x).square().mean().backward()
@@ -47,5 +48,6 @@ def test_retained_heap_reuses_freed_memory_without_page_faults():
     assert system["policy"] == ["system", "system"] and retained["policy"] == ["system", "retained"]
     # The C library's default returns the freed blocks: every step faults its memory in again.
     assert statistics.median(system["faults"][2:]) > 1000
-    # Retained: after the first steps they reuse the same memory (an odd step may still grow it).
-    assert statistics.median(retained["faults"][2:]) < statistics.median(system["faults"][2:]) / 10
+    # Retained: after the first steps they reuse the same memory. A step whose request fits no
+    # freed block still grows the heap by one block, so compare the totals, not single steps.
+    assert sum(retained["faults"][2:]) < sum(system["faults"][2:]) / 4
