@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import doctest
 import json
-import time
 from pathlib import Path
 
 import cv2
@@ -281,14 +280,6 @@ def test_contrast_is_applied_against_the_surrounding_ring(contrast):
     assert abs(np.mean(differences) - contrast) < 6
     assert all(abs(d - contrast) < 15 for d in differences)
     assert all(np.sign(d) == np.sign(contrast) for d in differences)
-
-
-def test_default_spec_generates_fast():
-    spec = SyntheticSpec()
-    start = time.perf_counter()
-    for index in range(spec.n_images):
-        generate_sample(spec, index)
-    assert time.perf_counter() - start < 2.0
 
 
 # ----------------------------------------------------------------------------- on disk
