@@ -170,6 +170,15 @@ def test_constant_output_folds_are_counted_as_failed_in_the_metrics(isolated):
     assert seg000.grid_table([result]).loc[0, "failed_folds"] == 1
 
 
+def test_pending_names_each_missing_cell_once_and_leaves_out_finished_ones(isolated):
+    k0, k9 = (Seg000Config.from_profile("smoke", dilation=k) for k in (0, 9))
+    name = lambda cfg: f"k={cfg.dilation}"  # noqa: E731
+    # k0 twice, as a chapter lists a grid's cell again as an ablation's reference
+    assert common.pending([k0, k9, k0], [], name) == ["k=0", "k=9"]
+    result = cross_validate(k0, fake_fold, partial(seg000.cell_metrics, k0), desc="t", progress=False)
+    assert common.pending([k0, k9, k0], [result], name) == ["k=9"]
+
+
 # ------------------------------------------------------------------------------ fold tasks under locks
 
 

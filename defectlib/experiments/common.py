@@ -431,9 +431,11 @@ def failed_folds(results: list[RunResult], name: Callable[[RunResult], str]) -> 
 
 
 def pending(configs: list, results: list[RunResult], name: Callable) -> list[str]:
-    """The cells of ``configs`` not among the finished ``results`` (by run key), as names."""
+    """The cells of ``configs`` not among the finished ``results`` (by run key), as names, each
+    once (a chapter may list the same cell twice, as in a grid and as an ablation's reference)."""
     done, memo = {r.key for r in results}, {}
-    return [name(cfg) for cfg in configs if cell_run(cfg, memo).key not in done]
+    keys = {cell_run(cfg, memo).key: name(cfg) for cfg in configs}
+    return [label for key, label in keys.items() if key not in done]
 
 
 def timed(fn: Callable, *args, **kwargs) -> tuple[Any, float]:
