@@ -170,6 +170,32 @@ def test_constant_output_folds_are_counted_as_failed_in_the_metrics(isolated):
     assert seg000.grid_table([result]).loc[0, "failed_folds"] == 1
 
 
+def test_plateau_table_flags_rises_beyond_the_validation_images_standard_error():
+    curves = {"cell": {0: {"train_eval_step": np.array([100, 200, 300]), "train_eval_ap": np.array([0.4, 0.5, 0.6])},
+                       1: {"train_eval_step": np.array([100, 200, 300]), "train_eval_ap": np.array([0.9, 0.9, 0.9])}}}
+    table = common.plateau_table(curves, prefix="train", positives={"cell": {0: 100, 1: 7}}).set_index("fold")
+    assert table.loc[0, "change_last_third"] == pytest.approx(0.1)
+    assert table.loc[0, "standard_error"] == pytest.approx(np.sqrt(0.6 * 0.4 / 100))
+    assert table.loc[0, "rising"] == 1.0 and table.loc[1, "rising"] == 0.0  # 0.1 > 0.049; a flat curve
+    few = common.plateau_table(curves, prefix="train", positives={"cell": {0: 2}}).set_index("fold")
+    assert few.loc[0, "rising"] == 0.0  # the same rise is within the error on 2 defective images
+    assert np.isnan(few.loc[1, "standard_error"]) and np.isnan(few.loc[1, "rising"])  # count unknown
+    assert common.plateau_table(curves, prefix="train")["rising"].isna().all()
+    f1 = {"cell": {0: {"train_eval_step": np.array([1, 2]), "train_eval_pixel_f1": np.array([0.1, 0.2])}}}
+    assert np.isnan(common.plateau_table(f1, prefix="train", metric="pixel_f1",
+                                         positives={"cell": {0: 9}}).loc[0, "standard_error"])  # AP only
+
+
+def test_validation_positives_counts_the_defective_images_each_fold_validates_on(isolated):
+    cfg = Seg000Config.from_profile("smoke")
+    table, manifest = common.cell_folds(cfg)
+    counts = common.validation_positives(cfg)
+    assert sorted(counts) == list(range(cfg.n_folds))
+    for fold, n in counts.items():
+        val = fold_split(table, manifest.folds_of(table), fold, val_fraction=cfg.val_fraction, seed=cfg.folds_seed).val
+        assert n == int(val["label"].sum()) > 0
+
+
 def test_pending_names_each_missing_cell_once_and_leaves_out_finished_ones(isolated):
     k0, k9 = (Seg000Config.from_profile("smoke", dilation=k) for k in (0, 9))
     name = lambda cfg: f"k={cfg.dilation}"  # noqa: E731

@@ -459,7 +459,11 @@ def test_doctests(module):
     assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
 
 
-def test_best_cells_pick_the_highest_ap_per_dataset_and_report_misses_and_the_curves_last_third(tmp_path):
+def test_best_cells_pick_the_highest_ap_per_dataset_and_report_misses_and_the_curves_last_third(
+        tmp_path, monkeypatch):
+    positives = {0: 2}  # defective validation images of the toy cells' one fold
+    monkeypatch.setattr(rec004, "validation_positives", lambda cfg, memo=None: positives)
+
     def result(name, method, scores, curve):
         path = tmp_path / name
         (path / "artifacts").mkdir(parents=True)
@@ -470,7 +474,9 @@ def test_best_cells_pick_the_highest_ap_per_dataset_and_report_misses_and_the_cu
         labels, values = samples["label"].to_numpy(), samples["score"].to_numpy()
         metrics = {**tpr_tnr_acc(labels, values, threshold=0.5), "ap": average_precision(labels, values)}
         config = {"dataset": "toy", "method": method, "augment": False, "input_size": [224, 224], "threshold": 0.5}
-        return RunResult(key=name, path=path, samples=samples, metrics=metrics, provenance={"config": config})
+        result = RunResult(key=name, path=path, samples=samples, metrics=metrics, provenance={"config": config})
+        monkeypatch.setattr(RunResult, "config", property(lambda self: self.provenance["config"]))
+        return result
 
     weak = result("weak", "dr", [0.6, 0.05, 0.2, 0.7], [0.4, 0.5, 0.6])
     strong = result("strong", "resnet50", [0.9, 0.3, 0.8, 0.1], [0.7, 0.8, 0.8])
@@ -481,5 +487,10 @@ def test_best_cells_pick_the_highest_ap_per_dataset_and_report_misses_and_the_cu
     # the unannotated defective image (area 0) is not counted among the masked ones
     assert (row["n_masked"], row["missed"], row["missed_confidently"]) == (2, 1, 0)
     assert row["val_ap_change_mean"] == pytest.approx(0.0) and row["ap_chance"] == pytest.approx(0.75)
-    assert rec004.best_cells([weak]).iloc[0]["val_ap_change_max"] == pytest.approx(0.1)
+    weakest = rec004.best_cells([weak]).iloc[0]
+    assert weakest["val_ap_change_max"] == pytest.approx(0.1)
+    # a rise of 0.1 to AP 0.6 is within the standard error on 2 defective images (0.35), not on 100 (0.049)
+    assert (weakest["rising_folds"], weakest["n_folds"], weakest["val_positives"]) == (0, 1, 2)
+    positives[0] = 100
+    assert rec004.best_cells([weak]).iloc[0]["rising_folds"] == 1
     assert rec004.best_cells([]).empty

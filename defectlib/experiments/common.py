@@ -27,6 +27,7 @@ from ..config import ExperimentConfig
 from ..data import load_samples
 from ..data.folds import ensure_folds
 from ..locks import FileLock
+from ..metrics import ap_standard_error
 from ..paths import cache_root
 from ..results import Run, RunResult
 from ..seeding import seed_everything
@@ -403,20 +404,46 @@ def curve_change(steps, values, *, last: float = 1 / 3) -> float:
 
 
 def plateau_table(curves: dict[str, dict[int, dict[str, np.ndarray]]], *, prefix: str,
-                  metric: str = "ap") -> pd.DataFrame:
+                  metric: str = "ap", positives: dict[str, dict[int, int]] | None = None) -> pd.DataFrame:
     """Per cell and fold: the validation ``metric`` at the end of training, its best value, and
     its change over the last third of training (:func:`curve_change`).
 
     ``curves``: ``{cell name: {fold: arrays}}`` as the experiments' ``training_curves`` give.
+    ``positives``: ``{cell name: {fold: defective validation images}}``
+    (:func:`validation_positives`); with it, and for ``metric="ap"``, ``standard_error`` is how
+    precisely the fold's validation images measure its final AP
+    (:func:`~defectlib.metrics.ap_standard_error`) and ``rising`` is 1.0 where the curve rose
+    by more than that over the last third (0.0 where not; nan where unknown).
     """
     rows = []
     for cell, folds in curves.items():
         for fold, arrays in sorted(folds.items()):
             steps, values = arrays.get(f"{prefix}_eval_step", []), arrays.get(f"{prefix}_eval_{metric}", [])
-            rows.append({"cell": cell, "fold": fold, "final": float(values[-1]) if len(values) else np.nan,
+            final = float(values[-1]) if len(values) else np.nan
+            change = curve_change(steps, values)
+            n_positive = (positives or {}).get(cell, {}).get(fold)
+            se = (ap_standard_error(ap=final, n_positive=n_positive)
+                  if metric == "ap" and n_positive is not None else np.nan)
+            rows.append({"cell": cell, "fold": fold, "final": final,
                          "best": float(np.nanmax(values)) if len(values) else np.nan,
-                         "change_last_third": curve_change(steps, values)})
-    return pd.DataFrame(rows, columns=["cell", "fold", "final", "best", "change_last_third"])
+                         "change_last_third": change,
+                         "n_positive": np.nan if n_positive is None else n_positive, "standard_error": se,
+                         "rising": np.nan if np.isnan(se) or np.isnan(change) else float(change > se)})
+    return pd.DataFrame(rows, columns=["cell", "fold", "final", "best", "change_last_third", "n_positive",
+                                       "standard_error", "rising"])
+
+
+def validation_positives(cfg, memo: dict | None = None) -> dict[int, int]:
+    """Per fold of a cross-validated cell, how many defective images its validation images hold
+    (:func:`fold_split`, from the folds manifest: the same images the run validated on).
+
+    ``memo``: as :func:`cell_folds`.
+    """
+    table, manifest = cell_folds(cfg, memo)
+    folds = manifest.folds_of(table)
+    return {fold: int(fold_split(table, folds, fold, val_fraction=cfg.val_fraction, seed=cfg.folds_seed)
+                      .val["label"].sum())
+            for fold in range(cfg.n_folds)}
 
 
 def failed_folds(results: list[RunResult], name: Callable[[RunResult], str]) -> pd.DataFrame:

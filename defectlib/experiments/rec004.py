@@ -80,7 +80,8 @@ from ..data.summary import areas_at_size
 from ..metrics import average_precision, image_metrics, tpr_tnr_acc
 from ..results import Run, RunResult
 from .common import (CONSTANT_STD, CrossValidatedConfig, FoldData, FoldOutcome, all_of, constant_output,
-                     cached_result, cross_validate, fold_metrics, one_of, plateau_table, timed)
+                     cached_result, cross_validate, fold_metrics, one_of, plateau_table, timed,
+                     validation_positives)
 from .common import device as _device
 
 METHODS = ("dr", "resnet50")
@@ -481,23 +482,31 @@ def best_cells(results: list[RunResult], *, confident: float = 0.1) -> pd.DataFr
     """Per dataset, the cell with the highest AP over all test folds: its rates, the defects it
     misses (and how many of them score under ``confident``), and how much its validation AP
     moved over the last third of training (mean and largest over the folds,
-    :func:`~defectlib.experiments.common.curve_change`; near zero: the recipe has flattened).
+    :func:`~defectlib.experiments.common.curve_change`; near zero: the recipe has flattened),
+    and on how many folds it rose by more than the validation images can resolve
+    (:func:`~defectlib.experiments.common.plateau_table`'s ``rising``).
 
     One row per dataset: dataset, method, augment, input, tpr, tnr, ap, ap_chance, n_masked
     (defective test images with a mask, as :func:`missed_defects` counts them), missed,
-    missed_confidently, val_ap_change_mean, val_ap_change_max.
+    missed_confidently, val_ap_change_mean, val_ap_change_max, val_positives (defective
+    validation images per fold, the fewest), rising_folds, n_folds.
     """
-    rows = []
+    rows, memo = [], {}
     for r in results:
         s, m = r.samples, r.metrics
         missed = missed_defects([r], confident=confident).iloc[0]
-        change = plateau_table({"cell": training_curves(r)}, prefix="train")["change_last_third"]
+        positives = validation_positives(r.config, memo)
+        plateau = plateau_table({"cell": training_curves(r)}, prefix="train", positives={"cell": positives})
+        change = plateau["change_last_third"]
         rows.append({**_cell(r), "tpr": m["tpr"], "tnr": m["tnr"], "ap": m["ap"],
                      "ap_chance": float(s["label"].mean()), "n_masked": int(missed["n"]),
                      "missed": int(missed["missed"]), "missed_confidently": int(missed["missed_confidently"]),
-                     "val_ap_change_mean": float(change.mean()), "val_ap_change_max": float(change.max())})
+                     "val_ap_change_mean": float(change.mean()), "val_ap_change_max": float(change.max()),
+                     "val_positives": min(positives.values()), "rising_folds": int(plateau["rising"].sum()),
+                     "n_folds": len(plateau)})
     columns = ["dataset", "method", "augment", "input", "tpr", "tnr", "ap", "ap_chance", "n_masked", "missed",
-               "missed_confidently", "val_ap_change_mean", "val_ap_change_max"]
+               "missed_confidently", "val_ap_change_mean", "val_ap_change_max", "val_positives", "rising_folds",
+               "n_folds"]
     table = pd.DataFrame(rows, columns=columns)
     if table.empty:
         return table

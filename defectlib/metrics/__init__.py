@@ -6,7 +6,7 @@ Thresholds are inclusive: a score or pixel is positive when ``value >= threshold
 
 Image level (:mod:`defectlib.metrics.image`)
     :func:`confusion_counts`, :func:`precision_recall_f1`, :func:`average_precision`,
-    :func:`tpr_tnr_acc` (``ACC = (TPR + TNR) / 2``, seed 004's balanced accuracy) and
+    :func:`ap_standard_error` (how precisely a set of images measures AP), :func:`tpr_tnr_acc` (``ACC = (TPR + TNR) / 2``, seed 004's balanced accuracy) and
     :func:`image_metrics`, which gathers them all for ``metrics.json``.
 
 Pixel level (:mod:`defectlib.metrics.pixel`)
@@ -16,6 +16,7 @@ Pixel level (:mod:`defectlib.metrics.pixel`)
 """
 
 from defectlib.metrics.image import (
+    ap_standard_error,
     average_precision,
     confusion_counts,
     image_metrics,
@@ -33,6 +34,7 @@ __all__ = [
     "confusion_counts",
     "precision_recall_f1",
     "average_precision",
+    "ap_standard_error",
     "tpr_tnr_acc",
     "image_metrics",
     "pixel_counts",

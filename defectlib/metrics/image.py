@@ -18,6 +18,7 @@ __all__ = [
     "confusion_counts",
     "precision_recall_f1",
     "average_precision",
+    "ap_standard_error",
     "tpr_tnr_acc",
     "image_metrics",
 ]
@@ -176,6 +177,51 @@ def average_precision(y_true, scores):
     if not y_true.any():
         return float("nan")
     return float(average_precision_score(y_true, scores))
+
+
+def ap_standard_error(*, ap, n_positive):
+    """Standard error of an average precision measured on ``n_positive`` positives.
+
+    The binomial approximation ``sqrt(ap (1 - ap) / n_positive)`` of Boyd, Eng and Page,
+    "Area under the precision-recall curve: point estimates and confidence intervals"
+    (ECML PKDD 2013): how precisely a test or validation set of that many defective images
+    can measure AP. Two APs on the same images that differ by less than it cannot be told
+    apart by those images.
+
+    Parameters
+    ----------
+    ap : float
+        Average precision in [0, 1].
+    n_positive : int
+        Defective images it was measured on.
+
+    Returns
+    -------
+    se : float
+        The standard error, ``nan`` when ``ap`` is nan or ``n_positive`` is 0.
+
+    Raises
+    ------
+    ValueError
+        If ``ap`` is outside [0, 1] or ``n_positive`` is negative.
+
+    Examples
+    --------
+    >>> round(ap_standard_error(ap=0.75, n_positive=7), 3)
+    0.164
+    >>> ap_standard_error(ap=1.0, n_positive=20)
+    0.0
+    >>> ap_standard_error(ap=0.5, n_positive=0)
+    nan
+    """
+    ap, n_positive = float(ap), int(n_positive)
+    if n_positive < 0:
+        raise ValueError(f"n_positive must be >= 0, got {n_positive}")
+    if math.isnan(ap) or n_positive == 0:
+        return float("nan")
+    if not 0.0 <= ap <= 1.0:
+        raise ValueError(f"ap must be in [0, 1], got {ap}")
+    return math.sqrt(ap * (1.0 - ap) / n_positive)
 
 
 def tpr_tnr_acc(y_true, scores, *, threshold=0.5):
