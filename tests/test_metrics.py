@@ -419,9 +419,20 @@ def test_outputs_are_python_scalars():
     assert all(type(v) in (int, float) for v in r.values())
 
 
+def test_ap_standard_error_shrinks_with_more_positives_and_rejects_bad_input():
+    from defectlib.metrics import ap_standard_error
+    assert ap_standard_error(ap=0.8, n_positive=100) == pytest.approx(0.04)
+    assert ap_standard_error(ap=0.8, n_positive=25) == pytest.approx(0.08)
+    assert ap_standard_error(ap=0.0, n_positive=5) == 0.0 and math.isnan(ap_standard_error(ap=float("nan"), n_positive=5))
+    with pytest.raises(ValueError, match="ap must be in"):
+        ap_standard_error(ap=1.2, n_positive=5)
+    with pytest.raises(ValueError, match="n_positive"):
+        ap_standard_error(ap=0.5, n_positive=-1)
+
+
 def test_public_api():
     assert sorted(defectlib.metrics.__all__) == sorted([
-        "confusion_counts", "precision_recall_f1", "average_precision", "tpr_tnr_acc",
+        "confusion_counts", "precision_recall_f1", "average_precision", "ap_standard_error", "tpr_tnr_acc",
         "image_metrics", "pixel_counts", "pixel_precision_recall_f1",
         "accumulate_pixel_counts", "counts_to_prf",
     ])
