@@ -73,6 +73,7 @@ def test_an_unknown_parameter_stops_the_data_notebook(isolated):
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 def test_smoke_book_builds_from_papermill_outputs(isolated):
     index = build_book("smoke", path_output=isolated, progress=False)
     assert index == isolated / "_build" / "html" / "index.html" and index.is_file()
