@@ -332,6 +332,8 @@ def test_study_cells_list_every_cell_of_the_smoke_profile_once(isolated):
     assert "seg000 proposed k=0 128×64 seed 0" in names  # the resolution studies
     assert "rec004 synthetic dr aug=off 96×64 seed 0" in names
     assert "seg004 synthetic no branch + ASPP seed 0" in names  # the ablation
+    last = [c for c in cells if c.EXPERIMENT == "rec004" and c.method == "resnet50" and c.augment]
+    assert last and cells[-len(last):] == last  # the classifier with augmentation comes last
     spread = s000.seed_cells()  # the spread study: every model again with other training seeds
     assert spread and {c.model for c in spread} == set(s000.models) and s000.seed not in {c.seed for c in spread}
     assert {tuple(c.input_size) for c in s000.resolution_cells()} == {(128, 64)}
