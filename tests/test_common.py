@@ -332,14 +332,31 @@ def test_study_cells_list_every_cell_of_the_smoke_profile_once(isolated):
     assert "seg000 proposed k=0 128×64 seed 0" in names  # the resolution studies
     assert "rec004 synthetic dr aug=off 96×64 seed 0" in names
     assert "seg004 synthetic no branch + ASPP seed 0" in names  # the ablation
-    last = [c for c in cells if c.EXPERIMENT == "rec004" and c.method == "resnet50" and c.augment]
-    assert last and cells[-len(last):] == last  # the classifier with augmentation comes last
     spread = s000.seed_cells()  # the spread study: every model again with other training seeds
     assert spread and {c.model for c in spread} == set(s000.models) and s000.seed not in {c.seed for c in spread}
     assert {tuple(c.input_size) for c in s000.resolution_cells()} == {(128, 64)}
     assert {c.model for c in s000.resolution_cells()} == {"proposed"}
     assert Seg000GridConfig.from_profile("paper").resolution_cells() == []
     assert Seg000GridConfig.from_profile("smoke", models=["unet"]).resolution_cells() == []
+
+
+def test_study_cells_put_the_classifier_with_augmentation_after_its_dataset(isolated):
+    from defectlib.experiments.rec004 import Rec004GridConfig
+
+    cells = grid.study_cells("converged")
+    position = {(c.EXPERIMENT, c.digest()): i for i, c in enumerate(cells)}
+    at = lambda c: position[(c.EXPERIMENT, c.digest())]  # noqa: E731
+    recognition = Rec004GridConfig.from_profile("converged").cells()  # the main grid, not the resolution study
+    classifier = [c for c in recognition if c.method == "resnet50" and c.augment]
+    s000 = Seg000GridConfig.from_profile("converged")
+    baselines = [c for c in s000.cells() if c.model != "proposed" and c.dilation in s000.seed_dilations]
+    assert len(classifier) == 2 and baselines
+    for c in classifier:  # the costliest recognition cell: after the first baselines and its dataset's other cells
+        assert c.pairs_per_batch == 8
+        assert at(c) > max(map(at, baselines))
+        assert at(c) > max(at(o) for o in recognition if o.dataset == c.dataset and o != c)
+    kolektor = next(c for c in classifier if c.dataset == "kolektorsdd")
+    assert at(kolektor) < min(at(o) for o in recognition if o.dataset == "magnetictile")
 
 
 def _seg000_cells():

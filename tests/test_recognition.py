@@ -327,6 +327,11 @@ def test_profiles_and_validation():
             converged.lr, converged.eval_every) == ("resnet50", False, "magnetictile", 2000, 2, 1e-3, 200)
     assert Rec004Config.from_profile("converged", dataset="kolektorsdd").steps == rec004.STEPS["kolektorsdd"] == 1000
     assert Rec004Config.from_profile("converged", steps=7).steps == 7  # "per-dataset" only as the profile's value
+    pairs = {(m, a): Rec004Config.from_profile("converged", method=m, augment=a).pairs_per_batch
+             for m in rec004.METHODS for a in rec004.AUGMENTS}
+    assert pairs == {("dr", True): 2, ("dr", False): 2, ("resnet50", True): 8, ("resnet50", False): 2}
+    assert Rec004Config.from_profile("converged", method="resnet50", pairs_per_batch=3).pairs_per_batch == 3
+    assert Rec004Config.from_profile("converged", method="resnet50").pairs_per_batch == 8  # augment defaults to on
     assert converged.warmup == 0.1 and converged.val_fraction == 0.2 and converged.weight_decay == 1e-4
     assert Rec004Config.from_profile("smoke").dataset == "synthetic"
     for bad in ({"method": "fcn"}, {"dataset": "mdpa"}, {"input_size": [224, 200]}, {"augment": "yes"}, {"steps": 0},
