@@ -77,9 +77,10 @@ def study_cells(profile: str) -> list:
     augmentation and segmentation on KolektorSDD), the spread and ablation studies last. The
     proposed network's larger sizes come at the spread study's dilations after the first
     baselines (then the recognition's resolution study), at the other dilations after the
-    spread study. The image classifier with augmentation, the costliest recognition cell (four
-    times the pairs a step), comes on each dataset after the other recognition cells there:
-    on KolektorSDD after the first baselines, on MagneticTile after DR with augmentation.
+    spread study. The image classifier with augmentation (in the converged profile the costliest
+    recognition cell: four times the pairs a step) comes on each dataset after the other
+    recognition cells there: on KolektorSDD after the first baselines, on MagneticTile after
+    DR with augmentation.
     """
     s000 = seg000.Seg000GridConfig.from_profile(profile)
     r004 = rec004.Rec004GridConfig.from_profile(profile)
