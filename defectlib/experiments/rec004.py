@@ -48,9 +48,8 @@ Choices the paper leaves open, and deviations (also stated in the book):
   learning rate tried (1e-4, 3e-4 and 1e-3, each followed for 400 to 800 steps of a 1,000-
   or 3,000-step schedule, on the first fold's validation images); at 8 pairs and the
   recipe's learning rate its training loss fell and its validation scores separated within
-  400 steps. DR and the classifier
-  without augmentation learn at 2 pairs and keep them; at 8 pairs the classifier's step
-  costs about four times as much.
+  400 steps. DR and the classifier without augmentation learn at 2 pairs and keep them; at
+  8 pairs the classifier's step costs about four times as much.
 - **Block-level false positives**: beside the image-level rates, every test image records its
   normal blocks (no mask pixel) and how many of them DR calls defective; an image is called
   defective when any of its 49 blocks is, so the image TNR hinges on a block false-positive
