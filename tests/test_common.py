@@ -322,7 +322,7 @@ def test_study_cells_list_every_cell_of_the_smoke_profile_once(isolated):
     keys = [(c.EXPERIMENT, c.digest()) for c in cells]
     assert len(keys) == len(set(keys))
     s000, r004, s004 = _smoke_grids()
-    expected = [*s000.cells(), *s000.seed_cells(), *s000.resolution_cells(), *r004.cells(),
+    expected = [*s000.cells(), *s000.seed_cells(), *s000.resolution_cells(), *s000.baseline_resolution_cells(), *r004.cells(),
                 *r004.resolution_cells(), *s004.cells(), *s004.ablation_cells()]
     assert set(keys) == {(c.EXPERIMENT, c.digest()) for c in expected}
     assert {c.EXPERIMENT for c in cells} == {"seg000", "rec004", "seg004"}
@@ -336,6 +336,10 @@ def test_study_cells_list_every_cell_of_the_smoke_profile_once(isolated):
     assert spread and {c.model for c in spread} == set(s000.models) and s000.seed not in {c.seed for c in spread}
     assert {tuple(c.input_size) for c in s000.resolution_cells()} == {(128, 64)}
     assert {c.model for c in s000.resolution_cells()} == {"proposed"}
+    assert s000.baseline_resolution_cells() == []  # the baselines' larger size costs too much for the smoke book
+    larger_baselines = Seg000GridConfig.from_profile("smoke", baseline_resolutions=[[128, 64]]).baseline_resolution_cells()
+    assert {(c.model, tuple(c.input_size), c.dilation) for c in larger_baselines} == {
+        (m, (128, 64), k) for m in s000.models if m != "proposed" for k in s000.seed_dilations}
     assert Seg000GridConfig.from_profile("paper").resolution_cells() == []
     assert Seg000GridConfig.from_profile("smoke", models=["unet"]).resolution_cells() == []
 
@@ -357,6 +361,10 @@ def test_study_cells_put_the_classifier_with_augmentation_after_its_dataset(isol
         assert at(c) > max(at(o) for o in recognition if o.dataset == c.dataset and o != c)
     kolektor = next(c for c in classifier if c.dataset == "kolektorsdd")
     assert at(kolektor) < min(at(o) for o in recognition if o.dataset == "magnetictile")
+    larger = s000.baseline_resolution_cells()  # the baselines at 704×256: the first dilation before the classifier
+    first = [c for c in larger if c.dilation == s000.seed_dilations[0]]
+    assert first and max(map(at, first)) < at(kolektor) < min(at(c) for c in larger if c not in first)
+    assert min(map(at, first)) > max(map(at, baselines))
 
 
 def _seg000_cells():

@@ -72,6 +72,12 @@ def test_grid_has_every_model_and_dilation():
     assert {(c.model, tuple(c.input_size), c.dilation) for c in high} == {
         ("proposed", tuple(size), k) for size in seg000.RESOLUTIONS for k in seg000.DILATIONS}
     assert [c.input_size for c in high[:5]] == [seg000.RESOLUTIONS[0]] * 5  # size by size
+    baselines = grid.baseline_resolution_cells()  # the baselines at the larger size, at the spread's dilations
+    assert [(c.model, c.dilation) for c in baselines] == [
+        (m, k) for k in seg000.SEED_DILATIONS for m in seg000.MODELS if m != "proposed"]
+    assert {tuple(c.input_size) for c in baselines} == {tuple(s) for s in seg000.BASELINE_RESOLUTIONS}
+    assert not {c.digest() for c in baselines} & {c.digest() for c in grid.cells() + high}
+    assert Seg000GridConfig.from_profile("paper").baseline_resolution_cells() == []
     assert Seg000GridConfig.from_profile("paper").resolution_cells() == []
     spread = grid.seed_cells()
     assert spread and {c.dilation for c in spread} == set(grid.seed_dilations) == set(seg000.SEED_DILATIONS)
@@ -240,3 +246,25 @@ def test_resumed_fold_matches_an_uninterrupted_one(isolated, tmp_path):
     again = train(2, "a")
     np.testing.assert_allclose(again.part["score"].to_numpy(), a.part["score"].to_numpy(), rtol=1e-6, atol=0)
     assert again.seconds == pytest.approx(a.seconds)  # the stages' seconds come from the checkpoints
+
+
+def test_resolution_figure_draws_every_network_at_every_size():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from defectlib.plots import plot_resolution
+
+    rows = [{"model": m, "input": size, "dilation": k, "fp": 1, "fn": 2, "ap": 0.9}
+            for m, size, dilations in (("proposed", "352×128", (0, 5, 9)), ("proposed", "704×256", (0, 5, 9)),
+                                       ("deeplabv3plus", "352×128", (0, 5, 9)), ("deeplabv3plus", "704×256", (0, 9)))
+            for k in dilations]
+    fig = plot_resolution(pd.DataFrame(rows), references={"paper": {"dilation": 9, "fp": 1, "fn": 1, "ap": None}})
+    errors, ap = fig.axes[:2]
+    labels = [line.get_label() for line in errors.lines]
+    assert labels == ["proposed (lightweight), 352×128", "proposed (lightweight), 704×256",
+                      "DeepLabv3+, 352×128", "DeepLabv3+, 704×256", "paper"]
+    assert errors.lines[0].get_color() == errors.lines[1].get_color() != errors.lines[2].get_color()  # colour: network
+    assert errors.lines[0].get_linestyle() != errors.lines[1].get_linestyle()  # style: size
+    assert np.isnan(errors.lines[3].get_ydata()[1])  # a dilation the cell lacks is left out, not drawn as zero
+    assert len(ap.lines) == 4  # no published AP to draw
+    matplotlib.pyplot.close(fig)

@@ -75,12 +75,14 @@ def study_cells(profile: str) -> list:
     Cheap cells that answer a paper's main question come first (the proposed network's sweep at
     the main grid's size and at the resolution study's first size, recognition without and with
     augmentation and segmentation on KolektorSDD), the spread and ablation studies last. The
-    proposed network's larger sizes come at the spread study's dilations after the first
-    baselines (then the recognition's resolution study), at the other dilations after the
-    spread study. The image classifier with augmentation (in the converged profile the costliest
-    recognition cell: four times the pairs a step) comes on each dataset after the other
-    recognition cells there: on KolektorSDD after the first baselines, on MagneticTile after
-    DR with augmentation.
+    baselines come at the spread study's dilations first, each at the main size and then, at
+    the first of those dilations, at the baselines' larger size. The image classifier with
+    augmentation (in the converged profile the costliest recognition cell: four times the pairs
+    a step) comes on each dataset after the other recognition cells there: on KolektorSDD after
+    those first baselines, on MagneticTile after DR with augmentation. Then come the proposed
+    network's larger sizes at the spread study's dilations, the baselines' larger size at its
+    other dilations and the recognition's resolution study; the proposed network's larger sizes
+    at the other dilations come after the spread study.
     """
     s000 = seg000.Seg000GridConfig.from_profile(profile)
     r004 = rec004.Rec004GridConfig.from_profile(profile)
@@ -98,6 +100,8 @@ def study_cells(profile: str) -> list:
     first_size = [c for c in resolution if c.input_size == resolution[0].input_size] if resolution else []
     larger = [c for c in resolution if c not in first_size]
     larger_first = [c for c in larger if c.dilation in s000.seed_dilations]
+    baselines_larger = s000.baseline_resolution_cells()
+    baselines_larger_first = [c for c in baselines_larger if c.dilation == s000.seed_dilations[0]]
     by_dataset = lambda cells, first: sorted(cells, key=lambda c: c.dataset != first)  # noqa: E731
     order = [
         *proposed,
@@ -106,8 +110,10 @@ def study_cells(profile: str) -> list:
         *by_dataset(segmentation, "kolektorsdd")[: len(segmentation) // 2 or len(segmentation)],
         *by_dataset(augmented, "kolektorsdd")[: len(augmented) // 2 or len(augmented)],
         *first_dilations,
+        *baselines_larger_first,
         *by_dataset(classifier_augmented, "kolektorsdd")[: len(classifier_augmented) // 2 or len(classifier_augmented)],
         *larger_first,
+        *baselines_larger,
         *r004.resolution_cells(),
         *by_dataset(plain, "kolektorsdd")[len(plain) // 2 or len(plain):],
         *by_dataset(segmentation, "kolektorsdd")[len(segmentation) // 2 or len(segmentation):],

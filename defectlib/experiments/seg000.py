@@ -31,7 +31,9 @@ Deviations from the paper, and choices it leaves open (also stated in the book):
 - **Resolution**: ``converged`` runs every network at 352×128, a quarter of the paper's side
   (the paper: 1408×512); the proposed network is also run at 704×256 and at the paper's
   1408×512 (:data:`RESOLUTIONS`), with the same recipe, where KolektorSDD's thin cracks are
-  better resolved.
+  better resolved. The baselines, several times as costly a step, are also run at 704×256 at
+  the spread study's dilations (:data:`BASELINE_RESOLUTIONS`): DeepLabv3+'s coarsest features
+  (stride 16) are 22×8 at 352×128.
 - **Initialisation**: every network trains from scratch (no pretrained weights can be fetched
   here; the paper's DeepLabv3+ was ImageNet-pretrained).
 - An epoch of the alternating sampler sees every defect-free training image once and as many
@@ -70,6 +72,9 @@ SEED_DILATIONS = (0, 9)
 #: Input sizes (H, W) of the proposed network's resolution study (``converged`` profile): half
 #: the paper's side, and the paper's own.
 RESOLUTIONS = [[704, 256], [1408, 512]]
+#: Input sizes (H, W) at which the baselines are also run, at the spread study's dilations
+#: (``converged`` profile): the first size of :data:`RESOLUTIONS`.
+BASELINE_RESOLUTIONS = [[704, 256]]
 _KOLEKTOR = {"dataset": "kolektorsdd", "n_folds": 3}
 
 _ModelName = one_of(MODELS, "model")
@@ -356,7 +361,8 @@ class Seg000GridConfig(ExperimentConfig):
     EXPERIMENT: ClassVar[str] = "seg000-grid"
     PROFILES: ClassVar[dict] = {
         "smoke": {"compute": True, "resolutions": [[128, 64]], "dilations": [0, 9], "extra_seeds": [1], "seed_dilations": [0]},
-        "converged": {"compute": False, "resolutions": RESOLUTIONS, "extra_seeds": [1, 2]},
+        "converged": {"compute": False, "resolutions": RESOLUTIONS, "baseline_resolutions": BASELINE_RESOLUTIONS,
+                      "extra_seeds": [1, 2]},
         "paper": {"compute": True, "resolutions": [], "extra_seeds": []},
     }
 
@@ -372,6 +378,9 @@ class Seg000GridConfig(ExperimentConfig):
     #: Input sizes (H, W) of the proposed network's resolution study, beside the main grid's
     #: (empty: no such study).
     resolutions: list[list[int]] = []
+    #: Input sizes (H, W) at which the baselines (every model but the proposed one) are also
+    #: run, at ``seed_dilations`` (empty: none).
+    baseline_resolutions: list[list[int]] = []
 
     def cells(self) -> list[Seg000Config]:
         """The main grid: every model at every dilation, training seed ``seed``."""
@@ -389,6 +398,15 @@ class Seg000GridConfig(ExperimentConfig):
         return [cfg for size in self.resolutions
                 for cfg in grid_configs(self.profile, models=["proposed"], dilations=self.dilations,
                                         seeds=(self.seed,), input_size=list(size))]
+
+    def baseline_resolution_cells(self) -> list[Seg000Config]:
+        """The baselines at every size of ``baseline_resolutions``, at ``seed_dilations``, dilation
+        by dilation (every baseline at the first dilation, then at the next)."""
+        baselines = [m for m in self.models if m != "proposed"]
+        dilations = [k for k in self.seed_dilations if k in self.dilations]
+        return [cfg for size in self.baseline_resolutions for k in dilations
+                for cfg in grid_configs(self.profile, models=baselines, dilations=[k], seeds=(self.seed,),
+                                        input_size=list(size))]
 
 
 class Seg000ArchitectureConfig(ExperimentConfig):

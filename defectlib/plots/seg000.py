@@ -71,21 +71,27 @@ def plot_sweep_errors(table: pd.DataFrame, *, folds: pd.DataFrame | None = None)
     return fig
 
 
-def plot_resolution(table: pd.DataFrame, *, references: dict[str, dict] | None = None) -> Figure:
-    """The proposed network's errors and AP against annotation precision, one line per input size.
+SIZE_STYLES = ("o-", "s--", "^:", "d-.")
 
-    ``table`` is a :func:`~defectlib.experiments.seg000.grid_table` of the proposed network's
-    cells; ``references`` maps a label to a published ``{"dilation", "fp", "fn"[, "ap"]}``,
-    drawn as stars (e.g. :data:`~defectlib.experiments.references.SEED000_BEST`'s proposed row).
+
+def plot_resolution(table: pd.DataFrame, *, references: dict[str, dict] | None = None) -> Figure:
+    """Errors and AP against annotation precision, one line per model and input size.
+
+    ``table`` is a :func:`~defectlib.experiments.seg000.grid_table` of the cells at every size;
+    the colour says the model (as in the sweep's figures), the line style the input size.
+    ``references`` maps a label to a published ``{"dilation", "fp", "fn"[, "ap"]}``, drawn as
+    stars (e.g. :data:`~defectlib.experiments.references.SEED000_BEST`'s proposed row).
     """
     dilations = sorted(table["dilation"].unique())
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    sizes = list(dict.fromkeys(table["input"]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     t = table.assign(errors=table["fp"] + table["fn"])
     for (metric, title), ax in zip((("errors", "FP + FN at 0.9, all test folds"), ("ap", "AP of the classifier's score")),
                                    axes):
-        for size, rows in t.groupby("input", sort=False):
+        for (model, size), rows in t.groupby(["model", "input"], sort=False):
             rows = rows.set_index("dilation").reindex(dilations)
-            ax.plot(range(len(dilations)), rows[metric], "o-", label=f"input {size}")
+            ax.plot(range(len(dilations)), rows[metric], SIZE_STYLES[sizes.index(size) % len(SIZE_STYLES)],
+                    color=MODEL_COLORS.get(model), label=f"{MODEL_LABELS.get(model, model)}, {size}")
         for i, (label, ref) in enumerate((references or {}).items()):
             value = ref["fp"] + ref["fn"] if metric == "errors" else ref.get("ap")
             if value is not None and ref["dilation"] in dilations:
@@ -94,8 +100,10 @@ def plot_resolution(table: pd.DataFrame, *, references: dict[str, dict] | None =
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[0].set_ylim(bottom=0)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.18, 1, 1))
+    # Below the panels, so no point of any line is hidden behind it.
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
     return fig
 
 
