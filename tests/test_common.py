@@ -344,13 +344,15 @@ def test_study_cells_list_every_cell_of_the_smoke_profile_once(isolated):
     assert Seg000GridConfig.from_profile("smoke", models=["unet"]).resolution_cells() == []
 
 
-def test_study_cells_put_the_classifier_with_augmentation_after_its_dataset(isolated):
+def test_study_cells_schedule_the_converged_grid_by_the_questions_left_open(isolated):
     from defectlib.experiments.rec004 import Rec004GridConfig
+    from defectlib.experiments.seg004 import Seg004GridConfig
 
     cells = grid.study_cells("converged")
     position = {(c.EXPERIMENT, c.digest()): i for i, c in enumerate(cells)}
     at = lambda c: position[(c.EXPERIMENT, c.digest())]  # noqa: E731
     recognition = Rec004GridConfig.from_profile("converged").cells()  # the main grid, not the resolution study
+    segmentation = Seg004GridConfig.from_profile("converged").cells()
     classifier = [c for c in recognition if c.method == "resnet50" and c.augment]
     s000 = Seg000GridConfig.from_profile("converged")
     baselines = [c for c in s000.cells() if c.model != "proposed" and c.dilation in s000.seed_dilations]
@@ -359,12 +361,21 @@ def test_study_cells_put_the_classifier_with_augmentation_after_its_dataset(isol
         assert c.pairs_per_batch == 8
         assert at(c) > max(map(at, baselines))
         assert at(c) > max(at(o) for o in recognition if o.dataset == c.dataset and o != c)
+    # seed 004's proposed methods on MagneticTile come right after the first baselines at the larger size
+    larger = s000.baseline_resolution_cells()
+    lead = next(c for c in larger if c.model == "deeplabv3plus" and c.dilation == s000.seed_dilations[0])
+    proposed_mt = [c for c in recognition if c.dataset == "magnetictile" and c.method == "dr" and not c.augment]
+    proposed_mt += [c for c in segmentation if c.dataset == "magnetictile" and c.model == "improved"]
+    assert len(proposed_mt) == 2
+    assert max(map(at, baselines)) < at(lead) == min(map(at, proposed_mt)) - 1
+    assert max(map(at, proposed_mt)) < min(at(c) for c in recognition + segmentation
+                                           if c.dataset == "magnetictile" and c not in proposed_mt)
     kolektor = next(c for c in classifier if c.dataset == "kolektorsdd")
-    assert at(kolektor) < min(at(o) for o in recognition if o.dataset == "magnetictile")
-    larger = s000.baseline_resolution_cells()  # the baselines at 704×256: the first dilation before the classifier
-    first = [c for c in larger if c.dilation == s000.seed_dilations[0]]
-    assert first and max(map(at, first)) < at(kolektor) < min(at(c) for c in larger if c not in first)
-    assert min(map(at, first)) > max(map(at, baselines))
+    biggest = [c for c in s000.resolution_cells() if c.input_size == [1408, 512] and c.dilation in s000.seed_dilations]
+    assert len(biggest) == 2 and max(map(at, proposed_mt)) < min(map(at, biggest)) < at(kolektor)
+    # U-Net, which needs no larger size to reach its bar, comes at it after the spread study
+    unet_larger = [c for c in larger if c.model == "unet"]
+    assert unet_larger and min(map(at, unet_larger)) > max(map(at, s000.seed_cells()))
 
 
 def _seg000_cells():

@@ -72,57 +72,62 @@ def _family(cfg) -> tuple:
 def study_cells(profile: str) -> list:
     """Every cell the book shows under ``profile``, in the order the grid computes them.
 
-    Cheap cells that answer a paper's main question come first (the proposed network's sweep at
-    the main grid's size and at the resolution study's first size, recognition without and with
-    augmentation and segmentation on KolektorSDD), the spread and ablation studies last. The
-    baselines come at the spread study's dilations first, each at the main size and then, at
-    the first of those dilations, at the baselines' larger size. The image classifier with
-    augmentation (in the converged profile the costliest recognition cell: four times the pairs
-    a step) comes on each dataset after the other recognition cells there: on KolektorSDD after
-    those first baselines, on MagneticTile after DR with augmentation. Then come the proposed
-    network's larger sizes at the spread study's dilations, the baselines' larger size at its
-    other dilations and the recognition's resolution study; the proposed network's larger sizes
-    at the other dilations come after the spread study.
+    The order is a schedule for a grid that takes many sessions: each stage answers a question
+    the earlier ones left open, and costly cells that only add detail come late.
+
+    1. Seed 000's main question: the proposed network at every dilation, at the main size and
+       at the resolution study's first larger size.
+    2. Seed 004 on the first dataset (KolektorSDD): recognition without augmentation, both
+       segmentation networks, DR with augmentation.
+    3. The baselines at the spread study's dilations, at the main size; then the first baseline
+       of ``models`` (DeepLabv3+) at its larger size, at the first of those dilations.
+    4. Seed 004's proposed methods on the other datasets (MagneticTile): DR without augmentation
+       and the improved network.
+    5. The proposed network's larger sizes at the spread study's dilations.
+    6. Their comparisons on the other datasets: the ResNet-50 classifier without augmentation,
+       plain DeepLabv3+.
+    7. The image classifier with augmentation on the first dataset (in the converged profile the
+       costliest recognition cell: four times the pairs a step), the first baseline's larger
+       size at the other spread dilations, the recognition's resolution study.
+    8. Augmentation on the other datasets (DR, then the classifier), the baselines at the main
+       size at the other dilations, the spread study's other seeds, the other baselines' larger
+       size, the proposed network's larger sizes at the other dilations, seed 004's ablation.
     """
     s000 = seg000.Seg000GridConfig.from_profile(profile)
     r004 = rec004.Rec004GridConfig.from_profile(profile)
     s004 = seg004.Seg004GridConfig.from_profile(profile)
     main000 = s000.cells()
-    proposed = [c for c in main000 if c.model == "proposed"]
     baselines = [c for c in main000 if c.model != "proposed"]
-    first_dilations = [c for c in baselines if c.dilation in s000.seed_dilations]
-    recognition = r004.cells()
-    plain = [c for c in recognition if not c.augment]
-    augmented = [c for c in recognition if c.augment and c.method != "resnet50"]
-    classifier_augmented = [c for c in recognition if c.augment and c.method == "resnet50"]
+    spread_baselines = [c for c in baselines if c.dilation in s000.seed_dilations]
+    recognition = r004.cells() + r004.resolution_cells()
     segmentation = s004.cells()
+    datasets = sorted({c.dataset for c in recognition + segmentation}, key=lambda d: d != "kolektorsdd")
+    first_dataset = lambda c: c.dataset == datasets[0]  # noqa: E731
     resolution = s000.resolution_cells()
     first_size = [c for c in resolution if c.input_size == resolution[0].input_size] if resolution else []
     larger = [c for c in resolution if c not in first_size]
-    larger_first = [c for c in larger if c.dilation in s000.seed_dilations]
+    larger_spread = [c for c in larger if c.dilation in s000.seed_dilations]
     baselines_larger = s000.baseline_resolution_cells()
-    baselines_larger_first = [c for c in baselines_larger if c.dilation == s000.seed_dilations[0]]
-    by_dataset = lambda cells, first: sorted(cells, key=lambda c: c.dataset != first)  # noqa: E731
+    first_baseline = next((m for m in s000.models if m != "proposed"), None)
+    lead_larger = [c for c in baselines_larger if c.model == first_baseline]
+    main_recognition = r004.cells()
+    plain = [c for c in main_recognition if not c.augment]
+    dr_plain = [c for c in plain if c.method == "dr"]
+    dr_augmented = [c for c in main_recognition if c.augment and c.method == "dr"]
+    classifier_augmented = [c for c in main_recognition if c.augment and c.method != "dr"]
+    improved = [c for c in segmentation if c.model == "improved"]
+    on_first = lambda cells: [c for c in cells if first_dataset(c)]  # noqa: E731
+    on_others = lambda cells: [c for c in cells if not first_dataset(c)]  # noqa: E731
     order = [
-        *proposed,
-        *first_size,
-        *by_dataset(plain, "kolektorsdd")[: len(plain) // 2 or len(plain)],
-        *by_dataset(segmentation, "kolektorsdd")[: len(segmentation) // 2 or len(segmentation)],
-        *by_dataset(augmented, "kolektorsdd")[: len(augmented) // 2 or len(augmented)],
-        *first_dilations,
-        *baselines_larger_first,
-        *by_dataset(classifier_augmented, "kolektorsdd")[: len(classifier_augmented) // 2 or len(classifier_augmented)],
-        *larger_first,
-        *baselines_larger,
-        *r004.resolution_cells(),
-        *by_dataset(plain, "kolektorsdd")[len(plain) // 2 or len(plain):],
-        *by_dataset(segmentation, "kolektorsdd")[len(segmentation) // 2 or len(segmentation):],
-        *by_dataset(augmented, "kolektorsdd")[len(augmented) // 2 or len(augmented):],
-        *by_dataset(classifier_augmented, "kolektorsdd")[len(classifier_augmented) // 2 or len(classifier_augmented):],
-        *[c for c in baselines if c not in first_dilations],
-        *s000.seed_cells(),
-        *[c for c in larger if c not in larger_first],
-        *s004.ablation_cells(),
+        *[c for c in main000 if c.model == "proposed"], *first_size,  # 1
+        *on_first(plain), *on_first(segmentation), *on_first(dr_augmented),  # 2
+        *spread_baselines, *[c for c in lead_larger if c.dilation == s000.seed_dilations[0]],  # 3
+        *on_others(dr_plain), *on_others(improved),  # 4
+        *larger_spread,  # 5
+        *on_others(plain), *on_others(segmentation),  # 6
+        *on_first(classifier_augmented), *lead_larger, *r004.resolution_cells(),  # 7
+        *on_others(dr_augmented), *on_others(classifier_augmented),  # 8
+        *baselines, *s000.seed_cells(), *baselines_larger, *larger, *s004.ablation_cells(),
     ]
     unique, seen = [], set()
     for cfg in order:
