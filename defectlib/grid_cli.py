@@ -6,20 +6,28 @@
     defectlib grid run [--profile converged] [--experiment E]   # one worker in the foreground
     defectlib grid run --executor ray [--address ADDR]          # every missing fold a Ray task
     defectlib grid status [--profile converged]                 # done, running, left, CPU-hours
+    defectlib grid start --until 15:20                          # start only folds that end by then
 
 Workers take folds under locks, so any number can run at once and none trains a fold twice;
-a stopped worker's fold resumes from its last checkpoint when a worker next reaches it. Logs go
-to ``<cache>/grid/<profile>-worker<N>.log``.
+a stopped worker's fold resumes from its last checkpoint when a worker next reaches it. Where
+the machine (and the checkpoints in its cache) may be gone after a known time, ``--until``
+makes the workers start only folds whose estimated time (``grid status``'s) ends before it,
+taking cheaper cells further down the order instead. Logs go to
+``<cache>/grid/<profile>-worker<N>.log``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
+import time
+from datetime import datetime
 
 from .config import DEFAULT_PROFILE, PROFILE_NAMES
+from .errors import ConfigError
 
 
 def _cells(args: argparse.Namespace) -> list:
@@ -29,6 +37,34 @@ def _cells(args: argparse.Namespace) -> list:
     if args.experiment:
         cells = [c for c in cells if c.EXPERIMENT in args.experiment]
     return cells
+
+
+def _deadline(text: str) -> float:
+    """An argparse type: ``HH:MM`` (today, local time) or an ISO date and time, as seconds since
+    the epoch; a time already past is refused."""
+    try:
+        if len(text) <= 5 and ":" in text:
+            hour, minute = (int(v) for v in text.split(":"))
+            when = datetime.now().replace(hour=hour, minute=minute, second=0, microsecond=0)
+        else:
+            when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--until takes HH:MM or an ISO date and time, got {text!r}") from None
+    if when.timestamp() <= time.time():
+        raise argparse.ArgumentTypeError(f"--until {text}: that time is already past")
+    return when.timestamp()
+
+
+def _fold_hours(cells: list, profile: str) -> dict[str, float]:
+    """Estimated hours of one fold of each unfinished cell, by run key (``grid status``'s)."""
+    from .perf.chapter import cached_bench
+    from .perf.cost import estimate_costs
+
+    table = estimate_costs(cells, bench=cached_bench(profile))
+    if table.empty:
+        return {}
+    return {row.key: row.hours_left / (row.folds - row.saved) for row in table.itertuples()
+            if row.folds > row.saved and not math.isnan(row.hours_left)}
 
 
 def cmd_grid_run(args: argparse.Namespace) -> int:
@@ -42,14 +78,20 @@ def cmd_grid_run(args: argparse.Namespace) -> int:
     from .experiments.grid import run_worker
 
     if args.executor == "ray":
+        if args.until:
+            raise ConfigError("--until works with the local executor only (Ray schedules the folds itself)")
         return _grid_run_ray(args)
     if args.threads:
         torch.set_num_threads(args.threads)
         torch.set_num_interop_threads(args.threads)
-    counts = run_worker(_cells(args), commit=args.commit, progress=not args.quiet,
+    cells = _cells(args)
+    fold_hours = _fold_hours(cells, args.profile) if args.until else None
+    counts = run_worker(cells, commit=args.commit, progress=not args.quiet, deadline=args.until, fold_hours=fold_hours,
                         log=lambda text: logging.getLogger("defectlib.grid").info(text))
     print(f"grid {args.profile}: {counts['trained']} folds trained, {counts['busy']} left to other workers, "
-          f"{counts['finished']} cells finished" + (f", {counts['failed']} folds FAILED (see above)" if counts["failed"] else ""),
+          f"{counts['finished']} cells finished"
+          + (f", {counts['deferred']} folds left for after the deadline" if counts["deferred"] else "")
+          + (f", {counts['failed']} folds FAILED (see above)" if counts["failed"] else ""),
           flush=True)
     return 0
 
@@ -84,6 +126,8 @@ def cmd_grid_start(args: argparse.Namespace) -> int:
         command += ["--experiment", name]
     if args.commit:
         command.append("--commit")
+    if args.until:
+        command += ["--until", datetime.fromtimestamp(args.until).isoformat(timespec="seconds")]
     for worker in range(args.workers):
         log = folder / f"{args.profile}-worker{worker}.log"
         with open(log, "a") as out:
@@ -132,6 +176,10 @@ def add_parser(sub) -> None:
                        help="only this experiment's cells (repeatable)")
         if name != "status":
             p.add_argument("--commit", action="store_true", help="commit every saved fold and finished cell to git")
+        if name != "status":
+            p.add_argument("--until", type=_deadline, default=None, metavar="HH:MM",
+                           help="start only folds whose estimated time ends by then (today, local time, "
+                                "or an ISO date and time); the others are left for a later run")
         if name == "run":
             p.add_argument("--threads", type=int, default=None, help="torch threads (the grid's workers use 1)")
             p.add_argument("--quiet", action="store_true", help="no progress bars (the log keeps one line a fold)")

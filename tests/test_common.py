@@ -394,7 +394,7 @@ def test_run_worker_and_grid_status_over_fold_tasks(isolated, monkeypatch):
     held = common.lock_path(common.cell_run(first), "fold1")
     with FileLock(held):  # another worker is training the first cell's fold 1
         counts = grid.run_worker([first, second], progress=False, log=lines.append)
-        assert counts == {"trained": 5, "busy": 1, "failed": 0, "finished": 1}
+        assert counts == {"trained": 5, "busy": 1, "failed": 0, "deferred": 0, "finished": 1}
         status = grid.grid_status([first, second]).set_index("cell")
         row = status.loc[grid.describe(first)]
         assert (row["state"], row["saved"], row["running"]) == ("running", 2, 1)
@@ -406,13 +406,13 @@ def test_run_worker_and_grid_status_over_fold_tasks(isolated, monkeypatch):
     assert any(line.startswith(grid.describe(second)) and "finished" in line for line in lines)
 
     assert grid.grid_status([first])["state"].tolist() == ["started"]
-    assert grid.run_worker([first, second], progress=False, log=lines.append) == {"trained": 1, "busy": 0,
-                                                                                   "failed": 0, "finished": 1}
+    assert grid.run_worker([first, second], progress=False, log=lines.append) == {"trained": 1, "busy": 0, "failed": 0,
+                                                                                   "deferred": 0, "finished": 1}
     status = grid.grid_status([first, second])
     assert status["state"].tolist() == ["done", "done"] and (status["saved"] == 3).all()
     assert (status["hours_left"] == 0).all()
-    assert grid.run_worker([first, second], progress=False, log=lines.append) == {"trained": 0, "busy": 0,
-                                                                                   "failed": 0, "finished": 0}
+    assert grid.run_worker([first, second], progress=False, log=lines.append) == {"trained": 0, "busy": 0, "failed": 0,
+                                                                                   "deferred": 0, "finished": 0}
     result = common.cell_run(first).load()
     assert result.metrics["failed_folds"] == [] and result.provenance["wall_time_s"] == pytest.approx(4.5)
 
@@ -427,16 +427,62 @@ def test_a_failing_fold_is_reported_and_the_worker_goes_on(isolated, monkeypatch
     first, second = _seg000_cells()
     lines = []
     counts = grid.run_worker([first, second], progress=False, log=lines.append)
-    assert counts == {"trained": 5, "busy": 0, "failed": 1, "finished": 1}
+    assert counts == {"trained": 5, "busy": 0, "failed": 1, "deferred": 0, "finished": 1}
     assert f"{grid.describe(first)}: fold 1 FAILED: FloatingPointError: non-finite loss at step 3" in lines
     assert grid.grid_status([first, second])["state"].tolist() == ["started", "done"]
+
+
+def test_a_deadline_leaves_the_folds_that_would_not_end_before_it(isolated, monkeypatch):
+    import time
+
+    monkeypatch.setattr(seg000, "_train_fold", fake_fold)
+    first, second = _seg000_cells()
+    keys = [common.cell_run(c).key for c in (first, second)]
+    lines = []
+    hours = {keys[0]: 1.0, keys[1]: 0.01}  # the first cell's folds would end after the deadline
+    counts = grid.run_worker([first, second], progress=False, log=lines.append, deadline=time.time() + 3600,
+                             fold_hours=hours)
+    assert counts == {"trained": 3, "busy": 0, "failed": 0, "deferred": 3, "finished": 1}
+    assert grid.grid_status([first, second])["state"].tolist() == ["pending", "done"]
+    assert any(line.startswith(f"{grid.describe(first)}: fold 0 left for later (about 1.00 h") for line in lines)
+    # the margin: a fold of 0.9 h does not fit in an hour either; a cell without an estimate is not started
+    assert grid.run_worker([first], progress=False, log=lines.append, deadline=time.time() + 3600,
+                           fold_hours={keys[0]: 0.9})["deferred"] == 3
+    assert grid.run_worker([first], progress=False, log=lines.append, deadline=time.time() + 3600,
+                           fold_hours={})["deferred"] == 3
+    counts = grid.run_worker([first], progress=False, log=lines.append, deadline=time.time() + 3600,
+                             fold_hours={keys[0]: 0.5})
+    assert counts["trained"] == 3 and counts["finished"] == 1
+
+
+def test_grid_until_takes_a_time_ahead_and_refuses_one_past(isolated, capsys):
+    from datetime import datetime, timedelta
+
+    from defectlib import grid_cli
+    from defectlib.cli import main
+
+    ahead = datetime.now() + timedelta(hours=2)
+    assert grid_cli._deadline(ahead.isoformat(timespec="seconds")) == pytest.approx(ahead.timestamp(), abs=1)
+    for bad, message in (("7pm", "--until takes HH:MM or an ISO date and time, got '7pm'"),
+                         ((datetime.now() - timedelta(hours=1)).isoformat(timespec="seconds"), "already past")):
+        with pytest.raises(SystemExit) as stop:
+            main(["grid", "run", "--profile", "smoke", "--until", bad])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    later = (datetime.now() + timedelta(hours=1)).isoformat(timespec="seconds")
+    assert main(["grid", "run", "--profile", "smoke", "--executor", "ray", "--until", later]) == 2
+    assert "--until works with the local executor only" in capsys.readouterr().err
+    # nothing saved and no bench: no fold of the smoke grid has an estimate, so none is started
+    assert main(["grid", "run", "--profile", "smoke", "--experiment", "seg000", "--quiet", "--until", later]) == 0
+    n_folds = sum(c.n_folds for c in grid.study_cells("smoke") if c.EXPERIMENT == "seg000")
+    assert f"0 folds trained, 0 left to other workers, 0 cells finished, {n_folds} folds left for after the deadline" \
+        in capsys.readouterr().out
 
 
 @pytest.mark.slow
 def test_run_worker_trains_the_first_smoke_cell_for_real(isolated):
     cell = grid.study_cells("smoke")[0]
     counts = grid.run_worker([cell], progress=False, log=lambda line: None)
-    assert counts == {"trained": 3, "busy": 0, "failed": 0, "finished": 1}
+    assert counts == {"trained": 3, "busy": 0, "failed": 0, "deferred": 0, "finished": 1}
     status = grid.grid_status([cell]).iloc[0]
     assert status["state"] == "done" and status["cpu_hours"] > 0 and status["hours_left"] == 0
     result = common.cell_run(cell).load()

@@ -11,9 +11,11 @@ estimate of what remains.
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -155,22 +157,35 @@ def _commit(current, message: str) -> None:
         if "index.lock" not in done.stderr:
             print(f"git commit of {rel} failed: {done.stderr.strip()}", file=sys.stderr)
             return
-        import time
-
         time.sleep(2)
 
 
-def run_worker(cells: Iterable, *, commit: bool = False, progress: bool = True, log=print) -> dict[str, int]:
+#: A fold is started before a deadline only if this many times its estimated hours still fit.
+DEADLINE_MARGIN = 1.2
+
+
+def run_worker(cells: Iterable, *, commit: bool = False, progress: bool = True, log=print,
+               deadline: float | None = None, fold_hours: Mapping[str, float] | None = None) -> dict[str, int]:
     """Train every fold of ``cells`` that no process has saved or is training; finish the cells.
 
     A fold another process holds is skipped (that process finishes it and its cell). With
     ``commit`` every saved fold and finished cell is committed to git (the run folder only).
     A fold that raises is reported (cell, fold, error) and the worker goes on; its checkpoint
-    stays, and the next worker tries it again. Returns counts: ``trained`` folds, ``busy``
-    folds (skipped), ``failed`` folds, ``finished`` cells.
+    stays, and the next worker tries it again.
+
+    With a ``deadline`` (seconds since the epoch, as :func:`time.time`) a fold is started only
+    when :data:`DEADLINE_MARGIN` times its estimated hours (``fold_hours``, by run key; a cell
+    without an estimate is not started) end before it; the others are left for a later run and
+    the worker goes on to cells further down the order whose folds fit. Use it when the
+    machine, and with it the checkpoints in the cache, may be gone after the deadline: the
+    time goes to folds that can be saved.
+
+    Returns counts: ``trained`` folds, ``busy`` folds (skipped), ``failed`` folds,
+    ``deferred`` folds (left for after the deadline), ``finished`` cells.
     """
-    counts = {"trained": 0, "busy": 0, "failed": 0, "finished": 0}
+    counts = {"trained": 0, "busy": 0, "failed": 0, "deferred": 0, "finished": 0}
     memo: dict = {}
+    fold_hours = fold_hours or {}
     for cfg in cells:
         experiment = EXPERIMENTS[cfg.EXPERIMENT]
         name = describe(cfg)
@@ -178,6 +193,14 @@ def run_worker(cells: Iterable, *, commit: bool = False, progress: bool = True, 
         if current.complete:
             continue
         for fold in range(cfg.n_folds):
+            pending = not current.has_part(f"fold{fold}") and not is_locked(lock_path(current, f"fold{fold}"))
+            if deadline is not None and pending:
+                hours = fold_hours.get(current.key, math.nan)
+                if math.isnan(hours) or time.time() + DEADLINE_MARGIN * hours * 3600 > deadline:
+                    counts["deferred"] += 1
+                    left = (deadline - time.time()) / 3600
+                    log(f"{name}: fold {fold} left for later (about {hours:.2f} h, {left:.2f} h to the deadline)")
+                    continue
             log(f"{name}: fold {fold} ...")
             try:
                 what = train_one_fold(cfg, experiment.train_fold(), fold, wait=False, progress=progress, memo=memo)
