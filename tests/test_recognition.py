@@ -324,7 +324,7 @@ def test_profiles_and_validation():
     assert paper.input_size == [224, 224] and paper.n_folds == 5 and paper.threshold == 0.5
     assert (paper.steps, paper.pairs_per_batch, paper.eval_every) == (3000, 8, 500)
     assert (converged.method, converged.augment, converged.dataset, converged.steps, converged.pairs_per_batch,
-            converged.lr, converged.eval_every) == ("resnet50", False, "magnetictile", 2000, 2, 1e-3, 200)
+            converged.lr, converged.eval_every) == ("resnet50", False, "magnetictile", 4000, 2, 1e-3, 200)
     assert Rec004Config.from_profile("converged", dataset="kolektorsdd").steps == rec004.STEPS["kolektorsdd"] == 1000
     assert Rec004Config.from_profile("converged", steps=7).steps == 7  # "per-dataset" only as the profile's value
     pairs = {(m, a): Rec004Config.from_profile("converged", method=m, augment=a).pairs_per_batch
