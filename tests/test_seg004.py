@@ -21,6 +21,7 @@ from defectlib.training.seg004 import (
     CROP_STREAM,
     BalancedBatchSampler,
     crop_loss,
+    defect_crop_box,
     predict_seg004,
     random_crop_box,
     soft_dice_loss,
@@ -135,6 +136,34 @@ def test_random_crops_lie_on_the_grid_inside_the_image():
     assert {b[0] for b in boxes} == {0, 16, 32, 48, 64} and {b[1] for b in boxes} == {0, 16}
     again = [random_crop_box(96, 64, (32, 48), torch_generator(3)) for _ in range(1)]
     assert again[0] == boxes[0]
+
+
+def test_crops_on_defects_hold_a_defect_pixel_of_every_defective_image(isolated, monkeypatch):
+    import defectlib.training.seg004 as training
+
+    mask = torch.zeros(96, 64)
+    mask[70:72, 5] = 1
+    g = torch_generator(1)
+    boxes = [defect_crop_box(mask, (32, 48), g) for _ in range(100)]
+    assert all(t % 16 == 0 and l % 16 == 0 and t + 32 <= 96 and l + 48 <= 64 for t, l, _, _ in boxes)
+    assert all(t <= 70 < t + 32 or t <= 71 < t + 32 for t, _, _, _ in boxes) and {b[1] for b in boxes} == {0}
+    assert {b[0] for b in boxes} == {48, 64}
+    assert defect_crop_box(torch.zeros(96, 64), (32, 48), torch_generator(5)) == \
+        random_crop_box(96, 64, (32, 48), torch_generator(5))  # no defect: a uniform crop
+
+    data = SurfaceDataset(load_samples("synthetic"), size=(64, 64))
+    crops = []
+    original = training.crop_loss
+
+    def spy(model, image, mask, boxes=None, **kw):
+        crops.extend(mask[i, 0, t:t + h, l:l + w].sum() > 0 for i, (t, l, h, w) in enumerate(boxes) if mask[i].sum() > 0)
+        return original(model, image, mask, boxes, **kw)
+
+    monkeypatch.setattr(training, "crop_loss", spy)
+    seed_everything(0)
+    train_seg004(TinyCropNet(), data, schedule=Schedule(6, 1e-3), crop_size=(16, 16), crop_on_defect=True,
+                 pairs_per_batch=1, seed=0, progress=False)
+    assert len(crops) == 6 and all(crops)
 
 
 def test_batches_hold_n_defective_and_n_defect_free_images():

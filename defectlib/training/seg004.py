@@ -6,7 +6,9 @@ n defective samples"), each class drawn as a random permutation, a new one when 
 up, so every image of a class is seen once per pass over that class.
 
 Local image input (:func:`train_seg004` with ``crop_size``, for the improved network): every
-image of the batch gets its own random box (:func:`random_crop_box`, steps 3–4); the whole
+image of the batch gets its own random box (:func:`random_crop_box`, steps 3–4; with
+``crop_on_defect`` a defective image's box holds one of its defect pixels,
+:func:`defect_crop_box`, a deviation for defects much smaller than the crop); the whole
 image goes to the backbone, the crop to the branch, the network returns the crop's logits and
 the loss is computed on the crop's pixels only (:func:`crop_loss`, step 5). Without
 ``crop_size`` (plain DeepLabv3+, or the "whole-image training" ablation) the loss covers the
@@ -44,8 +46,8 @@ from ..seeding import torch_generator
 from .loop import Checkpoint, History, Schedule, dataset_labels, fit, ordered_loader, plan_batches
 from .sampler import _as_labels
 
-__all__ = ["BalancedBatchSampler", "CROP_STREAM", "crop_loss", "predict_seg004", "random_crop_box",
-           "soft_dice_loss", "train_seg004"]
+__all__ = ["BalancedBatchSampler", "CROP_STREAM", "crop_loss", "defect_crop_box", "predict_seg004",
+           "random_crop_box", "soft_dice_loss", "train_seg004"]
 
 #: Offset of the crop generator's seed from the training seed.
 CROP_STREAM = 104729
@@ -120,6 +122,35 @@ def random_crop_box(h: int, w: int, crop, generator: torch.Generator | None = No
     return corners[0], corners[1], ch, cw
 
 
+def defect_crop_box(mask: torch.Tensor, crop, generator: torch.Generator | None = None, *,
+                    align: int = CROP_ALIGN) -> tuple[int, int, int, int]:
+    """A random box ``(top, left, ch, cw)`` of size ``crop`` inside ``mask``'s ``h × w`` image
+    that holds a defect pixel: one pixel of the mask drawn uniformly, then a corner uniform over
+    the multiples of ``align`` whose box holds it. A mask without a defect pixel gets
+    :func:`random_crop_box`.
+
+    Examples
+    --------
+    >>> mask = torch.zeros(64, 96); mask[40, 70] = 1
+    >>> g = torch_generator(0)
+    >>> boxes = {defect_crop_box(mask, (32, 32), g) for _ in range(50)}
+    >>> all(t <= 40 < t + 32 and l <= 70 < l + 32 for t, l, _, _ in boxes), sorted({b[:2] for b in boxes})
+    (True, [(16, 48), (16, 64), (32, 48), (32, 64)])
+    """
+    h, w = mask.shape[-2:]
+    ys, xs = torch.nonzero(mask.reshape(h, w) > 0, as_tuple=True)
+    if len(ys) == 0:
+        return random_crop_box(h, w, crop, generator, align=align)
+    pick = int(torch.randint(len(ys), (1,), generator=generator))
+    ch, cw = (min(int(c), side) for c, side in zip(crop, (h, w)))
+    corners = []
+    for at, size, side in ((int(ys[pick]), h, ch), (int(xs[pick]), w, cw)):
+        first = -(-max(0, at - side + 1) // align)  # the first aligned corner whose box reaches the pixel
+        last = min(at, size - side) // align
+        corners.append((first + int(torch.randint(max(last - first + 1, 1), (1,), generator=generator))) * align)
+    return corners[0], corners[1], ch, cw
+
+
 def _crop_mask(mask: torch.Tensor, boxes) -> torch.Tensor:
     return torch.stack([mask[i, :, t:t + h, l:l + w] for i, (t, l, h, w) in enumerate(boxes)])
 
@@ -162,13 +193,16 @@ def crop_loss(model: nn.Module, image: torch.Tensor, mask: torch.Tensor, boxes=N
 
 
 def train_seg004(model: nn.Module, dataset, *, schedule: Schedule, weight_decay: float = 0.0, crop_size=None,
-                 pairs_per_batch: int = 1, dice_weight: float = 0.0, seed: int, device="cpu", evaluate=None,
-                 eval_every: int = 0, checkpoint: Checkpoint | None = None, progress: bool = True) -> History:
+                 crop_on_defect: bool = False, pairs_per_batch: int = 1, dice_weight: float = 0.0, seed: int,
+                 device="cpu", evaluate=None, eval_every: int = 0, checkpoint: Checkpoint | None = None,
+                 progress: bool = True) -> History:
     """Train ``model`` on batches of ``pairs_per_batch`` defective + as many defect-free images;
     returns the training history.
 
     ``crop_size=(h, w)``: local image input (the model must accept ``crop``), loss on the crops
-    only. ``crop_size=None``: whole images (plain DeepLabv3+). ``dice_weight``: the weight of a
+    only; with ``crop_on_defect`` a defective image's crop holds one of its defect pixels
+    (:func:`defect_crop_box`), otherwise every crop is uniform (:func:`random_crop_box`).
+    ``crop_size=None``: whole images (plain DeepLabv3+). ``dice_weight``: the weight of a
     soft Dice term added to the cross-entropy (0: the paper's loss).
     """
     name = "train_seg004"
@@ -185,7 +219,8 @@ def train_seg004(model: nn.Module, dataset, *, schedule: Schedule, weight_decay:
         boxes = None
         if crop_size is not None:
             h, w = image.shape[-2:]
-            boxes = [random_crop_box(h, w, crop_size, crops) for _ in range(len(image))]
+            boxes = [defect_crop_box(m, crop_size, crops) if crop_on_defect else random_crop_box(h, w, crop_size, crops)
+                     for m in mask]
         return crop_loss(model, image, mask, boxes, dice_weight=dice_weight)
 
     sampler = BalancedBatchSampler(dataset_labels(dataset), n=pairs_per_batch, num_batches=schedule.steps,
