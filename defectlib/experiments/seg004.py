@@ -34,8 +34,10 @@ Choices the paper leaves open, and deviations (also stated in the book):
   images.
 - **Schedule** (the paper trains "until the loss converges"): Adam with a linear warm-up over
   the first 10 % of the steps to a peak learning rate of 1e-3, then cosine decay to zero. The
-  ``converged`` profile trains 1 + 1 images a step, 1,500 steps on MagneticTile and 1,000 on
-  KolektorSDD (:data:`STEPS`). Each fold holds out a fifth of its training images as
+  ``converged`` profile trains 1 + 1 images a step, 6,000 steps on MagneticTile and 1,000 on
+  KolektorSDD (:data:`STEPS`). At 1,500 steps on MagneticTile the first fold's training loss
+  stayed flat from step 500 on and its validation pixel F1 below 0.09, although the network
+  fits four training images within 300 steps: it learns, but slowly, from 1 + 1 images a step. Each fold holds out a fifth of its training images as
   validation, scored every ``eval_every`` steps (pixel F1 at the threshold and the AP of the
   map maximum): the recipe was chosen on them, never on a test fold. ``paper``: 3,000 steps of
   4 + 4 images.
@@ -107,7 +109,7 @@ _VariantNames = all_of(ABLATION, "ablation variants", allow_empty=True)
 
 _REAL = {"n_folds": 5, "input_size": "per-dataset", "lr": 1e-3, "weight_decay": 1e-4}
 #: Steps per fold in the ``converged`` profile, per dataset.
-STEPS = {"magnetictile": 1500, "kolektorsdd": 1000, "synthetic": 50}
+STEPS = {"magnetictile": 6000, "kolektorsdd": 1000, "synthetic": 50}
 
 
 class Seg004Config(CrossValidatedConfig):
