@@ -193,7 +193,9 @@ def run_worker(cells: Iterable, *, commit: bool = False, progress: bool = True, 
         if current.complete:
             continue
         for fold in range(cfg.n_folds):
-            pending = not current.has_part(f"fold{fold}") and not is_locked(lock_path(current, f"fold{fold}"))
+            if current.has_part(f"fold{fold}"):
+                continue
+            pending = not is_locked(lock_path(current, f"fold{fold}"))
             if deadline is not None and pending:
                 hours = fold_hours.get(current.key, math.nan)
                 if math.isnan(hours) or time.time() + DEADLINE_MARGIN * hours * 3600 > deadline:
