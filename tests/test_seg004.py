@@ -355,6 +355,9 @@ def test_a_smoke_cell_runs_resumes_and_keeps_its_gallery(isolated, monkeypatch):
     assert list(table["fold"]) == ["0", "1", "2", "all"]
     sizes = seg004.size_table([result])
     assert sizes["n"].iloc[:-1].sum() == ((samples["label"] == 1) & (samples["mask_area"] > 0)).sum()
+    classes = seg004.class_table([result])
+    assert classes["n"].sum() == sizes["n"].iloc[:-1].sum()
+    assert classes["pixel_share"].sum() == pytest.approx(1.0)
     for category in GALLERY:
         entries, images, masks, probs = seg004.gallery(result, category)
         assert len(entries) == len(images) == len(masks) == len(probs)

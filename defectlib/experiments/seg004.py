@@ -484,6 +484,42 @@ def size_table(results: list[RunResult], bins=AREA_BINS, *, area: str = "native"
     return pd.DataFrame(rows, columns=columns)
 
 
+def class_table(results: list[RunResult]) -> pd.DataFrame:
+    """Metrics by defect class: one row per cell and class of annotated defective test images.
+
+    Per class: ``n`` images, ``pixel_share`` (the class's share of the cell's annotated defect
+    pixels, at the network input, so a class's weight in the pooled pixel F1), pixel
+    precision, recall and F1 over those images' pixels, and the detection rate (images with
+    at least one true positive pixel).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> s = pd.DataFrame({"label": [1, 1, 1, 0], "defect_class": ["A", "A", "B", "Free"],
+    ...                   "mask_area": [10, 30, 60, 0], "tp": [5, 0, 60, 0], "fp": [0, 0, 20, 3],
+    ...                   "fn": [5, 30, 0, 0], "tn": [90, 70, 20, 97]})
+    >>> r = SimpleNamespace(samples=s, provenance={"config": {"dataset": "d", "model": "deeplabv3plus"}})
+    >>> class_table([r])[["defect_class", "n", "pixel_share", "recall", "detection_rate"]]
+      defect_class  n  pixel_share  recall  detection_rate
+    0            A  2          0.4   0.125             0.5
+    1            B  1          0.6   1.000             1.0
+    """
+    columns = ["dataset", "model", "defect_class", "n", "pixel_share", "precision", "recall", "f1",
+               "detection_rate"]
+    rows = []
+    for r in results:
+        s = r.samples
+        annotated = s[(s["label"] == 1) & (s["mask_area"] > 0)]
+        total = float(annotated["mask_area"].sum())
+        for name, inside in annotated.groupby("defect_class", sort=True):
+            m = pixel_metrics(inside)
+            rows.append({**_cell(r), "defect_class": name, "n": int(len(inside)),
+                         "pixel_share": float(inside["mask_area"].sum()) / total if total else math.nan,
+                         "precision": m["precision"], "recall": m["recall"], "f1": m["f1"],
+                         "detection_rate": float((inside["tp"] > 0).mean())})
+    return pd.DataFrame(rows, columns=columns)
+
+
 def gallery(result: RunResult, category: str, *, n: int | None = None):
     """Stored overlay images of one category: ``(entries, images, masks, probs)``.
 

@@ -84,6 +84,38 @@ def plot_size_bins(table: pd.DataFrame, *, metrics=("recall", "detection_rate"))
     return fig
 
 
+def plot_class_metrics(table: pd.DataFrame, *, metrics=("recall", "f1")) -> Figure:
+    """Pixel recall and F1 by defect class, one row per dataset with more than one class.
+
+    ``table`` is :func:`defectlib.experiments.seg004.class_table`; each class's tick label
+    gives its image count and its share of the defect pixels (its weight in the pooled F1).
+    """
+    datasets = [d for d in dict.fromkeys(table["dataset"]) if table[table["dataset"] == d]["defect_class"].nunique() > 1]
+    fig, axes = plt.subplots(max(len(datasets), 1), len(metrics), figsize=(4.8 * len(metrics), 3.0 * max(len(datasets), 1)),
+                             squeeze=False, sharey=True)
+    for row, dataset in enumerate(datasets):
+        rows = table[table["dataset"] == dataset]
+        classes = list(dict.fromkeys(rows["defect_class"]))
+        models = list(dict.fromkeys(rows["model"]))
+        width = 0.8 / len(models)
+        first = rows.drop_duplicates("defect_class").set_index("defect_class").reindex(classes)
+        for col, metric in enumerate(metrics):
+            ax = axes[row, col]
+            for i, model in enumerate(models):
+                group = rows[rows["model"] == model].set_index("defect_class").reindex(classes)
+                ax.bar(np.arange(len(classes)) + (i - (len(models) - 1) / 2) * width, group[metric], width * 0.9,
+                       color=SEG004_COLORS.get(model), label=model)
+            ax.set_xticks(range(len(classes)))
+            ax.set_xticklabels([f"{c}\n(n={int(n)}, {share:.1%})" for c, n, share in
+                                zip(classes, first["n"], first["pixel_share"])], fontsize=7)
+            ax.set_ylim(0, 1.02)
+            ax.grid(axis="y", alpha=0.3)
+            ax.set_title(f"{dataset}: pixel {metric}", fontsize=9)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_overlays(entries: pd.DataFrame, images, masks, probs, *, title: str, threshold: float = 0.5,
                   columns: int = 6) -> Figure:
     """Images with the ground truth (green outline) and the prediction (red, ``prob >= threshold``).
