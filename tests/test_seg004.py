@@ -294,8 +294,8 @@ def test_a_dice_term_trains_and_is_deterministic(isolated):
 def test_profiles_and_crop_defaults():
     converged = Seg004Config.from_profile("converged")
     assert (converged.dataset, converged.input_size, converged.crop_size, converged.n_folds) == (
-        "magnetictile", [256, 256], [128, 128], 5)
-    assert (converged.steps, converged.dice_weight, converged.eval_every, converged.warmup) == (6000, 1.0, 250, 0.1)
+        "magnetictile", [128, 128], [64, 64], 5)
+    assert (converged.steps, converged.dice_weight, converged.eval_every, converged.warmup) == (16000, 1.0, 250, 0.1)
     kolektor = Seg004Config.from_profile("converged", dataset="kolektorsdd", model="deeplabv3plus")
     assert (kolektor.input_size, kolektor.crop_size, kolektor.variant) == ([352, 128], [176, 64], "DeepLabv3+")
     assert kolektor.steps == seg004.STEPS["kolektorsdd"] == 1000
