@@ -46,13 +46,31 @@ def training_images(cfg) -> float | None:
 
 def bench_estimates(cells: Sequence, status: pd.DataFrame, bench: pd.DataFrame) -> list[float]:
     """Hours per fold of each cell, predicted from the bench: its training images times the
-    bench's training step of its network at its input, scaled by how long the saved folds
-    of its experiment took against the same prediction (of all experiments where its own has
-    none saved). NaN where the bench lacks the network or size, or nothing is saved at all.
+    bench's training step of its network at its input, scaled by how long saved folds took
+    against the same prediction. The scale comes from the saved folds of its experiment on
+    its dataset (their validation and test sets, and how often they are scored, are its
+    own), else of its experiment, else of all experiments. NaN where the bench lacks the network or size, or
+    nothing is saved at all.
 
     ``cells`` and ``status`` are aligned (:func:`~defectlib.experiments.grid.grid_status` of
     the cells); ``bench`` is a bench run's samples (``model``, ``height``, ``width``,
     ``train_step_s``).
+
+    Examples
+    --------
+    A rec004 fold on dataset "a" took twice its prediction, one on "b" four times: a cell on
+    "b" is scaled by four, a seg004 cell (nothing of its experiment saved) by the pooled three.
+
+    >>> from types import SimpleNamespace as Cfg
+    >>> def cell(experiment, dataset):
+    ...     return Cfg(EXPERIMENT=experiment, dataset=dataset, method="dr", model="dr",
+    ...                input_size=(8, 8), steps=900, pairs_per_batch=1)
+    >>> cells = [cell("rec004", "a"), cell("rec004", "b"), cell("rec004", "b"), cell("seg004", "a")]
+    >>> status = pd.DataFrame({"saved": [1, 1, 0, 0], "cpu_hours": [1.0, 2.0, 0.0, 0.0]})
+    >>> bench = pd.DataFrame({"model": ["rec004/dr", "seg004/dr"], "height": [8, 8], "width": [8, 8],
+    ...                       "train_step_s": [1.0, 1.0]})  # 1,800 images of 1 s: 0.5 h predicted
+    >>> bench_estimates(cells, status, bench)
+    [1.0, 2.0, 2.0, 1.5]
     """
     step = {(r.model, int(r.height), int(r.width)): float(r.train_step_s) for r in bench.itertuples()}
 
@@ -62,13 +80,23 @@ def bench_estimates(cells: Sequence, status: pd.DataFrame, bench: pd.DataFrame) 
         return math.nan if images is None or seconds is None else images * seconds / 3600
 
     prediction = [predicted(cfg) for cfg in cells]
-    table = status.assign(predicted=prediction)
+    table = status.assign(predicted=prediction, experiment=[c.EXPERIMENT for c in cells],
+                          dataset=[getattr(c, "dataset", None) for c in cells])
     table = table[(table["saved"] > 0) & table["predicted"].notna()]
-    recorded = table.groupby("experiment")["cpu_hours"].sum()
-    expected = (table["predicted"] * table["saved"]).groupby(table["experiment"]).sum()
-    scale = (recorded / expected).to_dict()
-    pooled = recorded.sum() / expected.sum() if expected.sum() > 0 else math.nan
-    return [p * scale.get(cfg.EXPERIMENT, pooled) for cfg, p in zip(cells, prediction)]
+    table = table.assign(expected=table["predicted"] * table["saved"])
+
+    def scales(by: list[str]) -> dict:
+        sums = table.groupby(by)[["cpu_hours", "expected"]].sum()
+        return (sums["cpu_hours"] / sums["expected"]).to_dict()
+
+    by_dataset, by_experiment = scales(["experiment", "dataset"]), scales(["experiment"])
+    pooled = float(table["cpu_hours"].sum() / table["expected"].sum()) if table["expected"].sum() > 0 else math.nan
+
+    def scale(cfg) -> float:
+        key = (cfg.EXPERIMENT, getattr(cfg, "dataset", None))
+        return by_dataset.get(key, by_experiment.get(cfg.EXPERIMENT, pooled))
+
+    return [p * scale(cfg) for cfg, p in zip(cells, prediction)]
 
 
 def cell_costs(profile: str, *, bench: pd.DataFrame | None = None) -> pd.DataFrame:
