@@ -332,6 +332,13 @@ def test_profiles_and_validation():
     assert pairs == {("dr", True): 2, ("dr", False): 2, ("resnet50", True): 8, ("resnet50", False): 2}
     assert Rec004Config.from_profile("converged", method="resnet50", pairs_per_batch=3).pairs_per_batch == 3
     assert Rec004Config.from_profile("converged", method="resnet50").pairs_per_batch == 8  # augment defaults to on
+    # the classifier with augmentation: 8 pairs, and on MagneticTile the other recipes' images in fewer steps
+    steps = {(m, a, d): Rec004Config.from_profile("converged", method=m, augment=a, dataset=d).steps
+             for m in rec004.METHODS for a in rec004.AUGMENTS for d in ("magnetictile", "kolektorsdd")}
+    assert steps.pop(("resnet50", True, "magnetictile")) == rec004.RECIPE_STEPS[("resnet50", True, "magnetictile")]
+    assert {s for (_, _, d), s in steps.items() if d == "magnetictile"} == {4000}
+    assert set(steps.values()) == {4000, 1000}
+    assert Rec004Config.from_profile("converged", method="resnet50", dataset="magnetictile", steps=9).steps == 9
     assert converged.warmup == 0.1 and converged.val_fraction == 0.2 and converged.weight_decay == 1e-4
     assert Rec004Config.from_profile("smoke").dataset == "synthetic"
     for bad in ({"method": "fcn"}, {"dataset": "mdpa"}, {"input_size": [224, 200]}, {"augment": "yes"}, {"steps": 0},
