@@ -7,13 +7,16 @@
     defectlib grid run --executor ray [--address ADDR]          # every missing fold a Ray task
     defectlib grid status [--profile converged]                 # done, running, left, CPU-hours
     defectlib grid start --until 15:20                          # start only folds that end by then
+    defectlib grid pilot --experiment E --fold K --set key=value  # a recipe on validation images
 
 Workers take folds under locks, so any number can run at once and none trains a fold twice;
 a stopped worker's fold resumes from its last checkpoint when a worker next reaches it. Where
 the machine (and the checkpoints in its cache) may be gone after a known time, ``--until``
 makes the workers start only folds whose estimated time (``grid status``'s) ends before it,
 taking cheaper cells further down the order instead. Logs go to
-``<cache>/grid/<profile>-worker<N>.log``.
+``<cache>/grid/<profile>-worker<N>.log``. ``grid pilot`` trains one fold under a candidate
+recipe and scores only its validation images
+(:func:`~defectlib.experiments.pilot.pilot_fold`): how a recipe is chosen without a test fold.
 """
 
 from __future__ import annotations
@@ -163,8 +166,49 @@ def cmd_grid_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setting(text: str) -> tuple[str, object]:
+    """An argparse type: ``key=value``, the value read as JSON where it parses (numbers,
+    ``true``, lists) and as a string otherwise."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set takes key=value, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def cmd_grid_pilot(args: argparse.Namespace) -> int:
+    import pandas as pd
+    import torch
+
+    from .experiments.grid import EXPERIMENTS
+    from .experiments.pilot import pilot_fold
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        torch.set_num_interop_threads(args.threads)
+    overrides = dict(args.set or [])
+    cfg = EXPERIMENTS[args.experiment].config.from_profile(args.profile, **overrides)
+    if not 0 <= args.fold < cfg.n_folds:
+        raise ConfigError(f"--fold {args.fold}: the cell has folds 0 to {cfg.n_folds - 1}")
+    pilot = pilot_fold(cfg, args.fold, progress=not args.quiet)
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 500):
+        print(pilot.curves.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    scalars = {k: v for k, v in pilot.metrics.items() if isinstance(v, (int, float)) and "_fold_" not in k}
+    print(f"validation images of fold {args.fold}, final network: "
+          + ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
+    if pilot.checks.get("constant_output"):
+        print("FAILED: the scores barely vary (constant output)")
+    print(f"pilot {pilot.run.key}: {pilot.run.path}")
+    return 0
+
+
 def add_parser(sub) -> None:
-    """Register ``grid run``, ``grid start`` and ``grid status`` on the ``defectlib`` parser."""
+    """Register ``grid run``, ``grid start``, ``grid status`` and ``grid pilot`` on the
+    ``defectlib`` parser."""
     grid = sub.add_parser("grid", help="compute the study's grid (background workers) and report on it")
     grid_sub = grid.add_subparsers(dest="grid_command", required=True)
     for name, func, text in (("run", cmd_grid_run, "train every missing fold, in the foreground"),
@@ -193,3 +237,12 @@ def add_parser(sub) -> None:
         if name == "start":
             p.add_argument("--workers", type=int, default=2, help="processes (default 2: one per core)")
         p.set_defaults(func=func)
+    p = grid_sub.add_parser("pilot", help="train one fold under a candidate recipe; score its validation images")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, choices=[n for n in PROFILE_NAMES])
+    p.add_argument("--experiment", required=True, choices=["seg000", "rec004", "seg004"])
+    p.add_argument("--fold", type=int, default=0, help="the test fold whose training folds are used (default 0)")
+    p.add_argument("--set", nargs="+", type=_setting, metavar="KEY=VALUE",
+                   help="config values over the profile's (dataset=magnetictile steps=2000 lr=3e-4 ...)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_grid_pilot)

@@ -278,6 +278,14 @@ def cached_result(cfg, *, memo: dict | None = None) -> RunResult | None:
     return current.load() if current.complete else None
 
 
+def fold_data(cfg, fold: int, memo: dict | None = None) -> FoldData:
+    """The training, validation and test tables of test fold ``fold`` of a cell, as the grid
+    trains it (:func:`fold_split` of the cell's folds manifest). ``memo``: as :func:`cell_folds`."""
+    table, manifest = cell_folds(cfg, memo)
+    table = table.assign(group=manifest.groups_of(table))  # parts that share an image stay together
+    return fold_split(table, manifest.folds_of(table), fold, val_fraction=cfg.val_fraction, seed=cfg.folds_seed)
+
+
 def checkpoint_dir(current: Run, fold: int) -> Path:
     """Where a fold's checkpoints live: ``<cache>/checkpoints/<experiment>/<run key>/fold<k>``."""
     return cache_root() / "checkpoints" / current.config.EXPERIMENT / current.key / f"fold{fold}"
@@ -296,8 +304,8 @@ def train_one_fold(cfg, train_fold: TrainFold, fold: int, *, wait: bool = True, 
     its lock and ``wait`` is False) or ``"trained"``. With ``wait`` a process that finds the
     fold locked waits for the other one to finish it.
     """
-    table, manifest = cell_folds(cfg, memo)
-    current = Run(cfg, {cfg.dataset: manifest})
+    memo = {} if memo is None else memo
+    current = cell_run(cfg, memo)
     name = f"fold{fold}"
     if current.complete or current.has_part(name):
         return "saved"
@@ -308,8 +316,7 @@ def train_one_fold(cfg, train_fold: TrainFold, fold: int, *, wait: bool = True, 
         if current.complete or current.has_part(name):
             return "saved"
         seed_everything(cfg.seed)
-        table = table.assign(group=manifest.groups_of(table))  # parts that share an image stay together
-        data = fold_split(table, manifest.folds_of(table), fold, val_fraction=cfg.val_fraction, seed=cfg.folds_seed)
+        data = fold_data(cfg, fold, memo)
         outcome = train_fold(cfg, data, current, checkpoints=checkpoint_dir(current, fold), progress=progress)
         current.save_part(name, outcome.part, seconds=outcome.seconds, checks=outcome.checks)
         shutil.rmtree(checkpoint_dir(current, fold), ignore_errors=True)

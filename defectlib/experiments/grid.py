@@ -32,6 +32,8 @@ class Experiment:
     """How the grid trains and finishes the cells of one experiment."""
 
     module: object
+    #: The config class of one cell.
+    config: type
     record_pretrained: bool
 
     def train_fold(self) -> Callable:
@@ -42,9 +44,9 @@ class Experiment:
 
 
 EXPERIMENTS = {
-    "seg000": Experiment(seg000, record_pretrained=False),
-    "rec004": Experiment(rec004, record_pretrained=True),
-    "seg004": Experiment(seg004, record_pretrained=True),
+    "seg000": Experiment(seg000, seg000.Seg000Config, record_pretrained=False),
+    "rec004": Experiment(rec004, rec004.Rec004Config, record_pretrained=True),
+    "seg004": Experiment(seg004, seg004.Seg004Config, record_pretrained=True),
 }
 
 

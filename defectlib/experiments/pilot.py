@@ -1,0 +1,117 @@
+"""Recipe pilots: one fold trained under a candidate config and scored on its validation images.
+
+The ``converged`` profile's recipes (schedule, steps, learning rates, batches, input sizes)
+are chosen on the validation images carved from each fold's training folds
+(:func:`~defectlib.experiments.common.fold_split`), never on a test fold. A pilot is that
+choice made repeatable: :func:`pilot_fold` trains test fold ``fold``'s training images
+exactly as the grid would (the same split, seeding and training function, so a pilot of a
+grid cell's own config reproduces that fold's validation curve) and then, where the grid
+scores the test images, scores the validation images again. The test images are not read.
+
+Pilots live in the cache (``<cache>/pilots/<experiment>/<run key>/``, with their checkpoints
+and lock), never among the book's results, and resume from their checkpoints like grid folds.
+From the command line: ``defectlib grid pilot --experiment seg004 --fold 0 --set
+dataset=magnetictile model=improved pairs_per_batch=4``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..locks import FileLock
+from ..paths import cache_root
+from ..results import Run
+from ..seeding import seed_everything
+from .common import FoldData, cell_folds, fold_data
+from .grid import EXPERIMENTS
+
+__all__ = ["Pilot", "pilot_fold", "pilot_root", "read_curves"]
+
+
+def pilot_root() -> Path:
+    """Where pilots are kept: ``<cache>/pilots``."""
+    return cache_root() / "pilots"
+
+
+@dataclass
+class Pilot:
+    """A finished pilot: its run folder, its validation curves (:func:`read_curves`), the
+    validation images' scores, their metrics (the experiment's cell metrics, over this fold)
+    and the fold's checks (``constant_output`` and the like)."""
+
+    run: Run
+    fold: int
+    curves: pd.DataFrame
+    samples: pd.DataFrame
+    metrics: dict
+    checks: dict
+
+
+def read_curves(artifact: str | Path) -> pd.DataFrame:
+    """The validation curves a fold's artifact holds, one row per validation pass.
+
+    Columns: ``stage`` (the history's prefix: ``train`` for one stage, ``seg`` and ``clf`` for
+    seed 000's two), ``step``, ``loss`` (the mean training loss since the previous pass) and
+    one column per validation metric the training recorded.
+    """
+    rows = []
+    with np.load(artifact) as data:
+        stages = [name.removesuffix("_eval_step") for name in data.files if name.endswith("_eval_step")]
+        for stage in stages:
+            steps = data[f"{stage}_eval_step"]
+            losses = data[f"{stage}_losses"] if f"{stage}_losses" in data.files else np.array([])
+            metrics = {name.removeprefix(f"{stage}_eval_"): data[name] for name in data.files
+                       if name.startswith(f"{stage}_eval_") and name != f"{stage}_eval_step"}
+            start = 0
+            for i, step in enumerate(steps):
+                end = min(int(step), len(losses))
+                loss = float(np.mean(losses[start:end])) if end > start else float("nan")
+                rows.append({"stage": stage, "step": int(step), "loss": loss,
+                             **{name: float(values[i]) for name, values in sorted(metrics.items())}})
+                start = end
+    return pd.DataFrame(rows)
+
+
+def pilot_fold(cfg, fold: int, *, progress: bool = True, root: str | Path | None = None) -> Pilot:
+    """Train test fold ``fold`` of ``cfg``'s cell on its training images and score its
+    validation images (a finished pilot of the same config is read back, an interrupted one
+    resumes from its checkpoint). ``root``: where pilots are kept (:func:`pilot_root`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from defectlib.experiments.common import fold_data
+    >>> from defectlib.experiments.rec004 import Rec004Config
+    >>> cfg = Rec004Config.from_profile("smoke", steps=2, eval_every=1)
+    >>> pilot = pilot_fold(cfg, 0, progress=False, root=tempfile.mkdtemp())
+    >>> pilot.curves[["stage", "step"]].values.tolist()
+    [['train', 1], ['train', 2]]
+    >>> sorted(pilot.samples["sample_id"]) == sorted(fold_data(cfg, 0).val["sample_id"])
+    True
+    """
+    memo: dict = {}
+    _, manifest = cell_folds(cfg, memo)
+    current = Run(cfg, {cfg.dataset: manifest}, root=root or pilot_root())
+    name = f"fold{fold}"
+    checkpoints = current.path / "checkpoints" / name
+    if not current.has_part(name):
+        with FileLock(current.path / f"{name}.lock",
+                      waiting=f"waiting for another process that runs this pilot ({current.path})"):
+            if not current.has_part(name):
+                seed_everything(cfg.seed)
+                data = fold_data(cfg, fold, memo)
+                held_out = FoldData(fold=data.fold, train=data.train, val=data.val, test=data.val)
+                outcome = EXPERIMENTS[cfg.EXPERIMENT].train_fold()(cfg, held_out, current, checkpoints=checkpoints,
+                                                                   progress=progress)
+                current.save_part(name, outcome.part, seconds=outcome.seconds, checks=outcome.checks)
+                shutil.rmtree(checkpoints, ignore_errors=True)
+    samples = current.load_part(name)
+    metrics = EXPERIMENTS[cfg.EXPERIMENT].metrics(cfg)(samples)
+    metrics.pop("per_fold", None)
+    return Pilot(run=current, fold=fold, curves=read_curves(current.path / "artifacts" / f"{name}.npz"),
+                 samples=samples, metrics=metrics, checks=current.part_checks()[name])
