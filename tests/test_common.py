@@ -182,8 +182,20 @@ def test_plateau_table_flags_rises_beyond_the_validation_images_standard_error()
     assert np.isnan(few.loc[1, "standard_error"]) and np.isnan(few.loc[1, "rising"])  # count unknown
     assert common.plateau_table(curves, prefix="train")["rising"].isna().all()
     f1 = {"cell": {0: {"train_eval_step": np.array([1, 2]), "train_eval_pixel_f1": np.array([0.1, 0.2])}}}
-    assert np.isnan(common.plateau_table(f1, prefix="train", metric="pixel_f1",
-                                         positives={"cell": {0: 9}}).loc[0, "standard_error"])  # AP only
+    short = common.plateau_table(f1, prefix="train", metric="pixel_f1", positives={"cell": {0: 9}})
+    assert np.isnan(short.loc[0, "standard_error"]) and np.isnan(short.loc[0, "rising"])  # too few points
+
+
+def test_plateau_table_tests_a_pixel_f1_curve_for_a_trend_beyond_its_scatter():
+    steps = np.arange(1, 31) * 100
+    noise = np.where(np.arange(30) % 2, 0.05, -0.05)
+    curves = {"cell": {0: {"train_eval_step": steps, "train_eval_pixel_f1": 0.3 + 0.02 * np.arange(30) + noise},
+                       1: {"train_eval_step": steps, "train_eval_pixel_f1": 0.5 + noise},
+                       2: {"train_eval_step": steps, "train_eval_pixel_f1": 0.5 + 3 * noise * (np.arange(30) > 19)}}}
+    table = common.plateau_table(curves, prefix="train", metric="pixel_f1").set_index("fold")
+    assert table.loc[0, "rising"] == 1.0 and table.loc[0, "trend"] == pytest.approx(0.2, abs=0.02)
+    assert table.loc[1, "rising"] == 0.0 and abs(table.loc[1, "trend"]) < 2 * table.loc[1, "standard_error"]
+    assert table.loc[2, "rising"] == 0.0  # a noisy end point is no trend
 
 
 def test_validation_positives_counts_the_defective_images_each_fold_validates_on(isolated):

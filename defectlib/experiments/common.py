@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 from pydantic import AfterValidator, Field
+from scipy import stats
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm.auto import tqdm
 
@@ -410,17 +411,51 @@ def curve_change(steps, values, *, last: float = 1 / 3) -> float:
     return float(values[-1] - values[start])
 
 
+def curve_trend(steps, values, *, last: float = 1 / 3) -> tuple[float, float]:
+    """The least-squares line through a validation curve's last ``last`` of training: how much
+    it rises over that span, and the standard error of that rise (from the scatter of the
+    evaluations about the line).
+
+    Where each evaluation is noisy (a pixel F1 on a few validation images), the line's rise is
+    a steadier measure of a trend than :func:`curve_change`'s two end points; a rise of more
+    than twice its standard error is a trend the scatter cannot explain. Fewer than three
+    evaluations in the span give nan for both.
+
+    Examples
+    --------
+    >>> rise, se = curve_trend([0, 1, 2, 3, 4, 5, 6, 7, 8], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    >>> round(rise, 3), round(se, 3)
+    (0.2, 0.0)
+    >>> curve_trend([1, 2], [0.5, 0.6])
+    (nan, nan)
+    """
+    steps, values = np.asarray(steps, float), np.asarray(values, float)
+    if len(steps) == 0:
+        return float("nan"), float("nan")
+    keep = steps >= (1 - last) * steps[-1] - 1e-9
+    x, y = steps[keep], values[keep]
+    if len(x) < 3 or np.ptp(x) == 0:
+        return float("nan"), float("nan")
+    fit = stats.linregress(x, y)
+    span = float(x[-1] - x[0])
+    return float(fit.slope * span), float(fit.stderr * span)
+
+
 def plateau_table(curves: dict[str, dict[int, dict[str, np.ndarray]]], *, prefix: str,
                   metric: str = "ap", positives: dict[str, dict[int, int]] | None = None) -> pd.DataFrame:
     """Per cell and fold: the validation ``metric`` at the end of training, its best value, and
-    its change over the last third of training (:func:`curve_change`).
+    its change over the last third of training (:func:`curve_change`), with ``rising`` 1.0
+    where that part of the curve still climbs beyond its noise (0.0 where not; nan where
+    unknown).
 
     ``curves``: ``{cell name: {fold: arrays}}`` as the experiments' ``training_curves`` give.
-    ``positives``: ``{cell name: {fold: defective validation images}}``
-    (:func:`validation_positives`); with it, and for ``metric="ap"``, ``standard_error`` is how
-    precisely the fold's validation images measure its final AP
-    (:func:`~defectlib.metrics.ap_standard_error`) and ``rising`` is 1.0 where the curve rose
-    by more than that over the last third (0.0 where not; nan where unknown).
+    For ``metric="ap"`` the noise is how precisely the fold's validation images measure its
+    final AP: ``positives`` (``{cell name: {fold: defective validation images}}``,
+    :func:`validation_positives`) gives ``standard_error``
+    (:func:`~defectlib.metrics.ap_standard_error`) and ``rising`` compares the change with it.
+    For any other metric (a pixel F1, whose noise has no closed form) ``rising`` is the trend
+    test of :func:`curve_trend`: the fitted line over the last third rises by more than twice
+    its standard error, which is ``standard_error``; ``trend`` is that line's rise.
     """
     rows = []
     for cell, folds in curves.items():
@@ -429,15 +464,20 @@ def plateau_table(curves: dict[str, dict[int, dict[str, np.ndarray]]], *, prefix
             final = float(values[-1]) if len(values) else np.nan
             change = curve_change(steps, values)
             n_positive = (positives or {}).get(cell, {}).get(fold)
-            se = (ap_standard_error(ap=final, n_positive=n_positive)
-                  if metric == "ap" and n_positive is not None else np.nan)
+            if metric == "ap":
+                trend = np.nan
+                se = ap_standard_error(ap=final, n_positive=n_positive) if n_positive is not None else np.nan
+                rising = np.nan if np.isnan(se) or np.isnan(change) else float(change > se)
+            else:
+                trend, se = curve_trend(steps, values)
+                rising = np.nan if np.isnan(se) else float(trend > 2 * se)
             rows.append({"cell": cell, "fold": fold, "final": final,
                          "best": float(np.nanmax(values)) if len(values) else np.nan,
-                         "change_last_third": change,
+                         "change_last_third": change, "trend": trend,
                          "n_positive": np.nan if n_positive is None else n_positive, "standard_error": se,
-                         "rising": np.nan if np.isnan(se) or np.isnan(change) else float(change > se)})
-    return pd.DataFrame(rows, columns=["cell", "fold", "final", "best", "change_last_third", "n_positive",
-                                       "standard_error", "rising"])
+                         "rising": rising})
+    return pd.DataFrame(rows, columns=["cell", "fold", "final", "best", "change_last_third", "trend",
+                                       "n_positive", "standard_error", "rising"])
 
 
 def validation_positives(cfg, memo: dict | None = None) -> dict[int, int]:
