@@ -280,6 +280,11 @@ def run_grid(configs: list[Seg000Config], *, compute: bool = True, progress: boo
     return [run(cfg, progress=progress) for cfg in tqdm(configs, desc="grid", disable=not progress)]
 
 
+#: The columns of :func:`grid_table` (an empty table has them too).
+GRID_COLUMNS = ["model", "input", "dilation", "seed", "f1", "precision", "recall", "fp", "fn", "ap",
+                "map_fp", "map_fn", "map_ap", "failed_folds", "cpu_hours"]
+
+
 def grid_table(results: list[RunResult]) -> pd.DataFrame:
     """One row per cell: model, input size, dilation, seed, F1, precision, recall, FP, FN, AP at
     the classifier's threshold, FP, FN and AP of the map-maximum decision, failed folds, and
@@ -295,7 +300,7 @@ def grid_table(results: list[RunResult]) -> pd.DataFrame:
             "failed_folds": len(m.get("failed_folds", [])),
             "cpu_hours": r.provenance["wall_time_s"] / 3600,
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=GRID_COLUMNS)
 
 
 def fold_errors(results: list[RunResult]) -> pd.DataFrame:
