@@ -383,8 +383,9 @@ def test_study_cells_schedule_the_converged_grid_by_the_questions_left_open(isol
     assert max(map(at, proposed_mt)) < min(at(c) for c in recognition + segmentation
                                            if c.dataset == "magnetictile" and c not in proposed_mt)
     kolektor = next(c for c in classifier if c.dataset == "kolektorsdd")
-    biggest = [c for c in s000.resolution_cells() if c.input_size == [1408, 512] and c.dilation in s000.seed_dilations]
-    assert len(biggest) == 2 and max(map(at, proposed_mt)) < min(map(at, biggest)) < at(kolektor)
+    biggest = [c for c in s000.resolution_cells() if c.input_size == [1408, 512]]
+    assert len(biggest) == len(s000.dilations) and max(map(at, proposed_mt)) < min(map(at, biggest))
+    assert max(map(at, biggest)) < at(kolektor)  # the paper's own size answers seed 000 before the costliest cells
     # U-Net, which needs no larger size to reach its bar, comes at it after the spread study
     unet_larger = [c for c in larger if c.model == "unet"]
     assert unet_larger and min(map(at, unet_larger)) > max(map(at, s000.seed_cells()))
