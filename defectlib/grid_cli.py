@@ -88,7 +88,8 @@ def cmd_grid_run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
         torch.set_num_interop_threads(args.threads)
     cells = _cells(args)
-    fold_hours = _fold_hours(cells, args.profile) if args.until else None
+    # re-estimated after every saved fold: a cell's first fold replaces the bench's estimate
+    fold_hours = (lambda: _fold_hours(cells, args.profile)) if args.until else None
     counts = run_worker(cells, commit=args.commit, progress=not args.quiet, deadline=args.until, fold_hours=fold_hours,
                         log=lambda text: logging.getLogger("defectlib.grid").info(text))
     print(f"grid {args.profile}: {counts['trained']} folds trained, {counts['busy']} left to other workers, "

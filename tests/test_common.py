@@ -468,6 +468,24 @@ def test_a_deadline_leaves_the_folds_that_would_not_end_before_it(isolated, monk
     assert counts["trained"] == 3 and counts["finished"] == 1
 
 
+def test_a_deadline_worker_re_estimates_after_every_saved_fold(isolated, monkeypatch):
+    import time
+
+    monkeypatch.setattr(seg000, "_train_fold", fake_fold)
+    first, second = _seg000_cells()
+    keys = [common.cell_run(c).key for c in (first, second)]
+    calls = []
+
+    def estimate():  # the second cell has no estimate until a fold has been saved
+        calls.append(len(calls))
+        return {keys[0]: 0.01} if len(calls) == 1 else {keys[0]: 0.01, keys[1]: 0.01}
+
+    counts = grid.run_worker([first, second], progress=False, log=lambda _: None, deadline=time.time() + 3600,
+                             fold_hours=estimate)
+    assert counts == {"trained": 6, "busy": 0, "failed": 0, "deferred": 0, "finished": 2}
+    assert len(calls) == 1 + 6
+
+
 def test_grid_until_takes_a_time_ahead_and_refuses_one_past(isolated, capsys):
     from datetime import datetime, timedelta
 

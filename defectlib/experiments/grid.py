@@ -167,7 +167,8 @@ DEADLINE_MARGIN = 1.2
 
 
 def run_worker(cells: Iterable, *, commit: bool = False, progress: bool = True, log=print,
-               deadline: float | None = None, fold_hours: Mapping[str, float] | None = None) -> dict[str, int]:
+               deadline: float | None = None,
+               fold_hours: Mapping[str, float] | Callable[[], Mapping[str, float]] | None = None) -> dict[str, int]:
     """Train every fold of ``cells`` that no process has saved or is training; finish the cells.
 
     A fold another process holds is skipped (that process finishes it and its cell). With
@@ -180,14 +181,17 @@ def run_worker(cells: Iterable, *, commit: bool = False, progress: bool = True, 
     without an estimate is not started) end before it; the others are left for a later run and
     the worker goes on to cells further down the order whose folds fit. Use it when the
     machine, and with it the checkpoints in the cache, may be gone after the deadline: the
-    time goes to folds that can be saved.
+    time goes to folds that can be saved. ``fold_hours`` may be a function returning that
+    mapping; it is called again after every saved fold, so a cell's first saved fold replaces
+    a bench estimate with its own time for the folds that follow.
 
     Returns counts: ``trained`` folds, ``busy`` folds (skipped), ``failed`` folds,
     ``deferred`` folds (left for after the deadline), ``finished`` cells.
     """
     counts = {"trained": 0, "busy": 0, "failed": 0, "deferred": 0, "finished": 0}
     memo: dict = {}
-    fold_hours = fold_hours or {}
+    estimate = fold_hours if callable(fold_hours) else (lambda: fold_hours or {})
+    hours_by_key = estimate() if deadline is not None else {}
     for cfg in cells:
         experiment = EXPERIMENTS[cfg.EXPERIMENT]
         name = describe(cfg)
@@ -199,7 +203,7 @@ def run_worker(cells: Iterable, *, commit: bool = False, progress: bool = True, 
                 continue
             pending = not is_locked(lock_path(current, f"fold{fold}"))
             if deadline is not None and pending:
-                hours = fold_hours.get(current.key, math.nan)
+                hours = hours_by_key.get(current.key, math.nan)
                 if math.isnan(hours) or time.time() + DEADLINE_MARGIN * hours * 3600 > deadline:
                     counts["deferred"] += 1
                     left = (deadline - time.time()) / 3600
@@ -218,6 +222,8 @@ def run_worker(cells: Iterable, *, commit: bool = False, progress: bool = True, 
                 log(f"{name}: fold {fold} saved")
                 if commit:
                     _commit(current, f"results: {name}, fold {fold} ({current.key})")
+                if deadline is not None and callable(fold_hours):
+                    hours_by_key = estimate()
             elif what == "busy":
                 log(f"{name}: fold {fold} is being trained by another process")
         result = finish_cell(cfg, experiment.metrics(cfg), record_pretrained=experiment.record_pretrained, memo=memo)
