@@ -425,3 +425,52 @@ def test_bad_arguments(dataset, make, match):
 def test_dataset_without_labels_is_rejected():
     with pytest.raises(TypeError, match="label"):
         train_segmentation(TinySeg(), [torch.zeros(1)], schedule=_schedule(1, 1e-3), seed=0, progress=False)
+
+
+# --------------------------------------------------------------------------------------
+# A stalled classifier is trained again from new weights
+# --------------------------------------------------------------------------------------
+
+
+def _two_stages(dataset, tmp_path, **kw):
+    seg, clf = _models(0)
+    stages = seg000_training.train_two_stages(
+        seg, clf, dataset, dataset, seg_schedule=_schedule(4), clf_schedule=_schedule(6), threshold=0.9,
+        map_threshold=0.5, seed=3, checkpoints=tmp_path, progress=False, **kw)
+    return stages, _params(clf)
+
+
+def test_a_stalled_classifier_is_trained_again_from_new_weights(dataset, tmp_path, monkeypatch):
+    plain, plain_weights = _two_stages(dataset, tmp_path / "plain")
+    assert plain.stalled_clf == [] and not (tmp_path / "plain" / "classifier-restart1.pt").exists()
+    # the first attempt is judged stalled, the second is not
+    verdicts = iter([True, False])
+    monkeypatch.setattr(seg000_training, "stalled", lambda history: next(verdicts))
+    again, weights = _two_stages(dataset, tmp_path / "again")
+    assert len(again.stalled_clf) == 1 and (tmp_path / "again" / "classifier-restart1.pt").is_file()
+    assert again.stalled_clf[0].losses == plain.clf.losses  # the first attempt is the plain run
+    assert again.clf.losses != plain.clf.losses and weights.keys() == plain_weights.keys()
+    assert any(not torch.equal(weights[k], plain_weights[k]) for k in weights)
+    assert again.seconds == pytest.approx(again.seg.seconds + again.clf.seconds + again.stalled_clf[0].seconds)
+    # read back from the checkpoints: the same attempts, the same final classifier
+    verdicts = iter([True, False])
+    resumed, resumed_weights = _two_stages(dataset, tmp_path / "again")
+    assert resumed.clf.losses == again.clf.losses and len(resumed.stalled_clf) == 1
+    assert all(torch.equal(resumed_weights[k], weights[k]) for k in weights)
+    # never more than ``restarts`` times
+    monkeypatch.setattr(seg000_training, "stalled", lambda history: True)
+    capped, _ = _two_stages(dataset, tmp_path / "capped", restarts=2)
+    assert len(capped.stalled_clf) == 2
+
+
+def test_reinitialise_is_seeded_and_leaves_the_global_random_state():
+    _, first = _models(0)
+    _, second = _models(1)
+    state = torch.random.get_rng_state()
+    seg000_training.reinitialise(first, seed=7)
+    seg000_training.reinitialise(second, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    a, b = _params(first), _params(second)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    seg000_training.reinitialise(second, seed=8)
+    assert any(not torch.equal(a[k], v) for k, v in _params(second).items())

@@ -99,11 +99,17 @@ def bench_runtimes(folder: str | Path, out: str | Path, *, sizes=None, threads: 
     rng = np.random.default_rng(seed)
     rows = []
     start = time.perf_counter()
-    for size in sizes:
-        shape = (1, 1, *size)
-        runners = {name: runner(name, model, threads=threads, shape=shape) for name in runtimes}
-        x = rng.random(shape, dtype=np.float32)
-        rows += rows_for(size, interleaved_times(runners, x, repeats=repeats, warmup=warmup))
+    import torch
+
+    before = torch.get_num_threads()  # the PyTorch runner sets the process's threads; restored below
+    try:
+        for size in sizes:
+            shape = (1, 1, *size)
+            runners = {name: runner(name, model, threads=threads, shape=shape) for name in runtimes}
+            x = rng.random(shape, dtype=np.float32)
+            rows += rows_for(size, interleaved_times(runners, x, repeats=repeats, warmup=warmup))
+    finally:
+        torch.set_num_threads(before)
     record = {"model": str(model.folder), "network": model.info["network"], "threads": threads, "batch": 1,
               "repeats": repeats, "warmup": warmup, "rows": rows, "fastest": fastest(rows),
               "machine": device_info(), "packages": {**package_versions(), **_runtime_versions()},

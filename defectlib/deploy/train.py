@@ -264,7 +264,8 @@ def train_model(source: str | Path, out: str | Path, cfg: TrainConfig, *, progre
                  "good": int((table["label"] == 0).sum()), "parts": int(table["group"].nunique()),
                  "train_images": len(train), "val_images": len(val), "val_parts": int(val["group"].nunique()),
                  "val_image_paths": val["image_path"].tolist()},
-        "training_seconds": round(stages.seg.seconds + stages.clf.seconds, 1),
+        "classifier_restarts": len(stages.stalled_clf),
+        "training_seconds": round(stages.seconds, 1),
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "packages": package_versions(), "device": device,
     }

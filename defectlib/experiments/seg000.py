@@ -21,6 +21,12 @@ Deviations from the paper, and choices it leaves open (also stated in the book):
 - **Learning rates** (the peak of the schedule): segmentation 0.01 (the printed rate) for the
   proposed network and U-Net, 1e-3 for DeepLabv3+, which at 0.01 generalises clearly worse;
   the classifier 1e-3 for all three, since at 0.01 it collapsed to a constant score.
+- **A stalled classifier is trained again** from new weights, at most twice
+  (:func:`~defectlib.training.seg000.stalled`): when the mean training loss of its last tenth
+  of steps stays above half of ln 2 it never left the constant guess. The rule reads the
+  training loss only, and a classifier that trained normally is left exactly as it was. A
+  fold that was trained again records ``classifier_restarts`` in its checks and the stalled
+  attempt's curves in its artifact.
 - **Length**: the paper gives no number of epochs. The ``converged`` profile trains the
   proposed network's segmentation for 1,500 steps, the baselines' for 2,000, and every
   classifier for 1,500 (one image a step); the validation curves stored with every fold show
@@ -215,6 +221,7 @@ def _train_fold(cfg: Seg000Config, data: FoldData, current: Run, *, checkpoints:
         f"fold{data.fold}",
         **seg.arrays("seg"),
         **clf.arrays("clf"),
+        **{k: v for i, h in enumerate(stages.stalled_clf) for k, v in h.arrays(f"clf_stalled{i}").items()},
         gallery_rows=keep,
         gallery_ids=part.loc[keep, "sample_id"].to_numpy().astype(str),
         gallery_images=images,
@@ -225,7 +232,9 @@ def _train_fold(cfg: Seg000Config, data: FoldData, current: Run, *, checkpoints:
     checks = {"constant_output": constant_output(part["score"]) or final_val["std"] < CONSTANT_STD,
               "test_score_std": float(part["score"].std()), "val_score_std": final_val["std"],
               "val_ap": final_val["ap"], "val_seg_max_ap": seg.evals[-1]["ap"]}
-    return FoldOutcome(part=part, seconds=seg.seconds + clf.seconds, checks=checks)
+    if stages.stalled_clf:  # absent from folds whose classifier trained at the first attempt
+        checks["classifier_restarts"] = len(stages.stalled_clf)
+    return FoldOutcome(part=part, seconds=stages.seconds, checks=checks)
 
 
 def _small_image(dataset: SurfaceDataset, index: int, size: tuple[int, int]) -> np.ndarray:

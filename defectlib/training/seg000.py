@@ -21,11 +21,21 @@ Models are duck-typed:
 
 ``seed`` fixes the sample order; model initialisation follows torch's global RNG, which the
 caller seeds (:func:`defectlib.seeding.seed_everything`) before building the models.
+
+**A stalled classifier is trained again.** Now and then the classifier stage never leaves the
+constant guess: its training loss stays near ln 2 for the whole schedule while the frozen
+network's map maximum separates the images well. :func:`stalled` reads that
+from the training loss alone, never from validation or test images; :func:`train_two_stages`
+then draws the classifier's weights again (:func:`reinitialise`, from ``seed`` and the attempt)
+and repeats the stage, up to ``restarts`` times. A stage that trained normally is left as it
+is, so the rule changes nothing for it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +50,8 @@ from ..models.fuse import inference_model
 from ..seeding import torch_generator
 from .loop import Checkpoint, History, Schedule, dataset_labels, fit, ordered_loader, plan_batches
 from .sampler import AlternatingSampler
+
+log = logging.getLogger(__name__)
 
 
 def seg_targets(mask: torch.Tensor, size) -> torch.Tensor:
@@ -153,20 +165,69 @@ def score_summary(labels: np.ndarray, scores: np.ndarray, threshold: float) -> d
             "fp": float((predicted & (labels == 0)).sum()), "fn": float((~predicted & (labels == 1)).sum())}
 
 
+#: A classifier stage has stalled when the mean training loss of its last tenth of steps is
+#: above this: half of ln 2, the loss of a constant guess on balanced batches.
+STALLED_LOSS = math.log(2) / 2
+#: Shorter stages are not judged: over a few steps a loss near ln 2 is expected.
+STALL_MIN_STEPS = 200
+#: How many times :func:`train_two_stages` trains a stalled classifier again by default.
+CLASSIFIER_RESTARTS = 2
+
+
+def stalled(history: History, *, min_steps: int = STALL_MIN_STEPS, loss: float = STALLED_LOSS) -> bool:
+    """Whether a stage's training never left the constant guess: over at least ``min_steps``
+    steps, the mean loss of its last tenth is above ``loss``.
+
+    Examples
+    --------
+    >>> stalled(History(losses=[0.69] * 900 + [0.55] * 100))
+    True
+    >>> stalled(History(losses=[0.69] * 300 + [0.01] * 700))
+    False
+    >>> stalled(History(losses=[0.69] * 50))  # too short to judge
+    False
+    """
+    n = len(history.losses)
+    if n < min_steps:
+        return False
+    return float(np.mean(history.losses[-max(1, n // 10):])) > loss
+
+
+def reinitialise(module: nn.Module, *, seed: int) -> nn.Module:
+    """Draw ``module``'s weights again: every submodule's ``reset_parameters`` under
+    ``torch.manual_seed(seed)``, in module order. torch's global random state is left as it
+    was. Returns the module."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for sub in module.modules():
+            if sub is not module and callable(getattr(sub, "reset_parameters", None)):
+                sub.reset_parameters()
+    return module
+
+
 @dataclass
 class TwoStages:
-    """What :func:`train_two_stages` returns: each stage's :class:`~defectlib.training.loop.History`."""
+    """What :func:`train_two_stages` returns: each stage's :class:`~defectlib.training.loop.History`,
+    and the classifier's stalled attempts (:func:`stalled`) that were trained again, in order."""
 
     seg: History
     clf: History
+    stalled_clf: list[History] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        """Training time of both stages, stalled attempts included."""
+        return self.seg.seconds + self.clf.seconds + sum(h.seconds for h in self.stalled_clf)
 
 
 def train_two_stages(segnet: nn.Module, classifier: nn.Module, train_set, val_set, *, seg_schedule: Schedule,
                      clf_schedule: Schedule, threshold: float, map_threshold: float, seed: int,
                      checkpoints: Path | None = None, batch_size: int = 1, device="cpu", eval_every: int = 0,
-                     progress: bool = True) -> TwoStages:
+                     restarts: int = CLASSIFIER_RESTARTS, progress: bool = True) -> TwoStages:
     """Seed 000's two stages, validated and checkpointed: :func:`train_segmentation`, then
-    :func:`train_classifier` on the frozen network.
+    :func:`train_classifier` on the frozen network, trained again from new weights
+    (:func:`reinitialise` with ``seed * 1000 + attempt``) while it has :func:`stalled`, at most
+    ``restarts`` times.
 
     Parameters
     ----------
@@ -179,8 +240,9 @@ def train_two_stages(segnet: nn.Module, classifier: nn.Module, train_set, val_se
     threshold, map_threshold : float
         Decision thresholds of the classifier's score and of the map maximum.
     checkpoints : Path, optional
-        Folder of the two stages' checkpoints (``segmentation.pt``, ``classifier.pt``); a stage
-        whose checkpoint exists resumes from it, a finished one is read back.
+        Folder of the two stages' checkpoints (``segmentation.pt``, ``classifier.pt``, and
+        ``classifier-restart<n>.pt`` for a classifier trained again); a stage whose checkpoint
+        exists resumes from it, a finished one is read back.
 
     Returns
     -------
@@ -207,7 +269,17 @@ def train_two_stages(segnet: nn.Module, classifier: nn.Module, train_set, val_se
                              checkpoint=checkpoint("segmentation.pt"), **common)
     clf = train_classifier(segnet, classifier, train_set, schedule=clf_schedule, evaluate=validate_classifier,
                            checkpoint=checkpoint("classifier.pt"), **common)
-    return TwoStages(seg, clf)
+    failed: list[History] = []
+    while stalled(clf) and len(failed) < restarts:
+        failed.append(clf)
+        attempt = len(failed)
+        log.warning("classifier stalled (mean loss of the last tenth %.3f); training it again from new "
+                    "weights (%d of at most %d)", float(np.mean(clf.losses[-max(1, len(clf.losses) // 10):])),
+                    attempt, restarts)
+        reinitialise(classifier, seed=seed * 1000 + attempt)
+        clf = train_classifier(segnet, classifier, train_set, schedule=clf_schedule, evaluate=validate_classifier,
+                               checkpoint=checkpoint(f"classifier-restart{attempt}.pt"), **common)
+    return TwoStages(seg, clf, failed)
 
 
 def predict(segnet: nn.Module, classifier: nn.Module | None, dataset, *, device="cpu", batch_size: int = 1,
@@ -248,4 +320,5 @@ def predict(segnet: nn.Module, classifier: nn.Module | None, dataset, *, device=
     return (table, maps) if keep_maps else table
 
 
-__all__ = ["alternating_plan", "freeze", "predict", "seg_targets", "train_classifier", "train_segmentation"]
+__all__ = ["CLASSIFIER_RESTARTS", "TwoStages", "alternating_plan", "freeze", "predict", "reinitialise", "seg_targets",
+           "stalled", "train_classifier", "train_segmentation", "train_two_stages"]
