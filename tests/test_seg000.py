@@ -268,3 +268,18 @@ def test_resolution_figure_draws_every_network_at_every_size():
     assert np.isnan(errors.lines[3].get_ydata()[1])  # a dilation the cell lacks is left out, not drawn as zero
     assert len(ap.lines) == 4  # no published AP to draw
     matplotlib.pyplot.close(fig)
+
+
+def test_restarted_folds_lists_the_folds_whose_classifier_was_trained_again():
+    from types import SimpleNamespace
+
+    from defectlib.experiments.seg000 import restarted_folds
+
+    results = [SimpleNamespace(name="a", metrics={"fold_checks": {
+                   "0": {"val_ap": 0.9, "val_score_std": 0.3},
+                   "2": {"val_ap": 1.0, "val_score_std": 0.31, "classifier_restarts": 1}}}),
+               SimpleNamespace(name="b", metrics={"fold_checks": {"1": {"classifier_restarts": 0}}})]
+    table = restarted_folds(results, lambda r: r.name)
+    assert table.to_dict("records") == [{"cell": "a", "fold": 2, "restarts": 1, "val_ap": 1.0, "val_score_std": 0.31}]
+    assert restarted_folds(results[1:], lambda r: r.name).empty
+    assert list(restarted_folds([], str).columns) == ["cell", "fold", "restarts", "val_ap", "val_score_std"]

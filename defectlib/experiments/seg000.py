@@ -324,6 +324,17 @@ def fold_errors(results: list[RunResult]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "input", "dilation", "seed", "fold", "errors", "ap"])
 
 
+def restarted_folds(results: list[RunResult], name) -> pd.DataFrame:
+    """The folds whose classifier stalled and was trained again
+    (:func:`~defectlib.training.seg000.stalled`): cell (``name(result)``), fold, restarts, and
+    the final validation AP and score spread of the attempt that was kept."""
+    rows = [{"cell": name(r), "fold": int(fold), "restarts": int(checks["classifier_restarts"]),
+             "val_ap": checks.get("val_ap"), "val_score_std": checks.get("val_score_std")}
+            for r in results for fold, checks in sorted(r.metrics.get("fold_checks", {}).items(), key=lambda kv: int(kv[0]))
+            if checks.get("classifier_restarts")]
+    return pd.DataFrame(rows, columns=["cell", "fold", "restarts", "val_ap", "val_score_std"])
+
+
 def spread_table(table: pd.DataFrame) -> pd.DataFrame:
     """Per model, input and dilation: FP + FN and AP over the training seeds (a :func:`grid_table`).
 
