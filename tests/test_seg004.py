@@ -295,12 +295,17 @@ def test_profiles_and_crop_defaults():
     converged = Seg004Config.from_profile("converged")
     assert (converged.dataset, converged.input_size, converged.crop_size, converged.n_folds) == (
         "magnetictile", [128, 128], [64, 64], 5)
-    assert (converged.steps, converged.dice_weight, converged.eval_every, converged.warmup) == (16000, 1.0, 250, 0.1)
+    assert (converged.steps, converged.dice_weight, converged.eval_every, converged.warmup) == (10000, 1.0, 250, 0.1)
+    assert converged.lr == seg004.LEARNING_RATES["magnetictile"] == 3e-4
     kolektor = Seg004Config.from_profile("converged", dataset="kolektorsdd", model="deeplabv3plus")
     assert (kolektor.input_size, kolektor.crop_size, kolektor.variant) == ([352, 128], [176, 64], "DeepLabv3+")
-    assert kolektor.steps == seg004.STEPS["kolektorsdd"] == 1000
+    assert (kolektor.steps, kolektor.lr) == (seg004.STEPS["kolektorsdd"], 1e-3) == (1000, 1e-3)
+    # both networks of a dataset share the recipe; an explicit lr wins over the per-dataset one
+    assert Seg004Config.from_profile("converged", model="deeplabv3plus").lr == converged.lr
+    assert Seg004Config.from_profile("converged", lr=1e-3).lr == 1e-3
     paper = Seg004Config.from_profile("paper", dataset="kolektorsdd")
     assert paper.input_size == [1408, 512] and paper.threshold == 0.5
+    assert Seg004Config.from_profile("paper").lr == paper.lr == 1e-3  # the paper's rate on both datasets
     assert paper.dice_weight == 0.0  # the paper's loss: cross-entropy (and L2) only
     assert Seg004Config.from_profile("smoke", aspp=True).variant == "improved + ASPP"
     with pytest.raises(ConfigError, match="unknown dataset 'mdpa'"):
