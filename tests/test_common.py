@@ -486,6 +486,40 @@ def test_a_deadline_worker_re_estimates_after_every_saved_fold(isolated, monkeyp
     assert len(calls) == 1 + 6
 
 
+def test_a_deadline_worker_counts_what_a_fold_s_checkpoints_hold(isolated, monkeypatch):
+    import time
+
+    import torch
+
+    monkeypatch.setattr(seg000, "_train_fold", fake_fold)
+    first, _ = _seg000_cells()
+    current = common.cell_run(first)
+    assert common.checkpoint_hours(current, 1) == 0.0
+    folder = common.checkpoint_dir(current, 1)
+    folder.mkdir(parents=True)
+    # two stages' checkpoints: 1.5 h of a 2 h fold are done; a torn file counts nothing
+    torch.save({"step": 10, "seconds": 3600.0}, folder / "segmentation.pt")
+    torch.save({"step": 5, "seconds": 1800.0}, folder / "classifier.pt")
+    (folder / "classifier-restart1.pt").write_bytes(b"torn")
+    assert common.checkpoint_hours(current, 1) == pytest.approx(1.5)
+    lines = []
+    counts = grid.run_worker([first], progress=False, log=lines.append, deadline=time.time() + 3600,
+                             fold_hours={current.key: 2.0})
+    assert counts["trained"] == 1 and counts["deferred"] == 2  # only fold 1 fits: 0.5 h left of it
+    assert any(line.startswith(f"{grid.describe(first)}: fold 0 left for later (about 2.00 h") for line in lines)
+    assert not folder.exists()  # a saved fold's checkpoints are removed
+    # checkpoints that hold nearly all of a long fold still leave a share of it to come
+    folder = common.checkpoint_dir(current, 2)
+    folder.mkdir(parents=True)
+    torch.save({"seconds": 19.99 * 3600}, folder / "segmentation.pt")
+    counts = grid.run_worker([first], progress=False, log=lines.append, deadline=time.time() + 3600,
+                             fold_hours={current.key: 20.0})  # 5 % of it: 1 h, over the margin
+    assert counts["deferred"] == 2 and lines[-1].startswith(f"{grid.describe(first)}: fold 2 left for later (about 1.00 h")
+    counts = grid.run_worker([first], progress=False, log=lines.append, deadline=time.time() + 3600,
+                             fold_hours={current.key: 10.0})
+    assert counts["trained"] == 1 and f"{grid.describe(first)}: fold 2 saved" in lines
+
+
 def test_grid_until_takes_a_time_ahead_and_refuses_one_past(isolated, capsys):
     from datetime import datetime, timedelta
 

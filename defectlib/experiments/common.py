@@ -292,6 +292,22 @@ def checkpoint_dir(current: Run, fold: int) -> Path:
     return cache_root() / "checkpoints" / current.config.EXPERIMENT / current.key / f"fold{fold}"
 
 
+def checkpoint_hours(current: Run, fold: int) -> float:
+    """Training hours a fold's checkpoints already hold: the sum of their ``seconds`` (every
+    stage's checkpoint counts, so a two-stage fold adds both), 0 without checkpoints. An
+    unreadable checkpoint counts as 0 (training starts that stage again)."""
+    import torch
+
+    total = 0.0
+    for path in sorted(checkpoint_dir(current, fold).glob("*.pt")):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+            total += float(state.get("seconds", 0.0))
+        except Exception:  # noqa: BLE001  (a torn or foreign file holds no usable progress)
+            continue
+    return total / 3600
+
+
 def lock_path(current: Run, name: str) -> Path:
     """The lock file of a piece of a run (``fold3``, ``finish``), under the cache."""
     return cache_root() / "locks" / current.config.EXPERIMENT / f"{current.key}-{name}.lock"

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import rec004, seg000, seg004
-from .common import cell_run, finish_cell, lock_path, train_one_fold
+from .common import cell_run, checkpoint_hours, finish_cell, lock_path, train_one_fold
 from ..locks import is_locked
 
 
@@ -164,6 +164,9 @@ def _commit(current, message: str) -> None:
 
 #: A fold is started before a deadline only if this many times its estimated hours still fit.
 DEADLINE_MARGIN = 1.2
+#: A resumed fold is estimated at no less than this share of a whole fold (its test images
+#: and whatever its checkpoints do not cover are still to come).
+RESUMED_FLOOR = 0.05
 
 
 def run_worker(cells: Iterable, *, commit: bool = False, progress: bool = True, log=print,
@@ -177,8 +180,10 @@ def run_worker(cells: Iterable, *, commit: bool = False, progress: bool = True, 
     stays, and the next worker tries it again.
 
     With a ``deadline`` (seconds since the epoch, as :func:`time.time`) a fold is started only
-    when :data:`DEADLINE_MARGIN` times its estimated hours (``fold_hours``, by run key; a cell
-    without an estimate is not started) end before it; the others are left for a later run and
+    when :data:`DEADLINE_MARGIN` times its estimated hours (``fold_hours``, by run key, less
+    the training hours its checkpoints hold (:func:`~.common.checkpoint_hours`), but at least
+    :data:`RESUMED_FLOOR` of the estimate; a cell without an estimate is not started) end
+    before it; the others are left for a later run and
     the worker goes on to cells further down the order whose folds fit. Use it when the
     machine, and with it the checkpoints in the cache, may be gone after the deadline: the
     time goes to folds that can be saved. ``fold_hours`` may be a function returning that
@@ -204,6 +209,8 @@ def run_worker(cells: Iterable, *, commit: bool = False, progress: bool = True, 
             pending = not is_locked(lock_path(current, f"fold{fold}"))
             if deadline is not None and pending:
                 hours = hours_by_key.get(current.key, math.nan)
+                if not math.isnan(hours):  # an interrupted fold needs only what its checkpoints lack
+                    hours = max(hours - checkpoint_hours(current, fold), RESUMED_FLOOR * hours)
                 if math.isnan(hours) or time.time() + DEADLINE_MARGIN * hours * 3600 > deadline:
                     counts["deferred"] += 1
                     left = (deadline - time.time()) / 3600
