@@ -148,10 +148,16 @@ def cmd_grid_status(args: argparse.Namespace) -> int:
     from .perf.chapter import cached_bench
     from .perf.cost import estimate_costs
 
-    table = estimate_costs(_cells(args), bench=cached_bench(args.profile))
+    from .experiments.grid import held_hours
+
+    cells = _cells(args)
+    table = estimate_costs(cells, bench=cached_bench(args.profile))
     if table.empty:
         print(f"grid {args.profile}: no cells")
         return 0
+    # what interrupted folds' checkpoints hold is not left to do
+    held = held_hours(cells)
+    table["hours_left"] = [max(0.0, h - c) if h > 0 else h for h, c in zip(table["hours_left"], held)]
     for row in table.itertuples():
         left = "?" if math.isnan(row.hours_left) else f"{row.hours_left:.1f}" + ("*" if row.estimated_from == "bench" else "")
         print(f"{row.state:<8} {row.saved}/{row.folds}{' +' + str(row.running) if row.running else '':<3} "
@@ -164,6 +170,8 @@ def cmd_grid_status(args: argparse.Namespace) -> int:
           f"about {known.sum():.1f} CPU-hours left" + (f" plus {unknown} cells of networks not yet timed" if unknown else ""))
     if (table["estimated_from"] == "bench").any():
         print("* estimated from the bench (no like cell has saved a fold yet), scaled by the saved folds' times")
+    if any(held):
+        print(f"hours left: less the {sum(held):.1f} training hours that interrupted folds' checkpoints hold")
     return 0
 
 

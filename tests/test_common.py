@@ -486,7 +486,7 @@ def test_a_deadline_worker_re_estimates_after_every_saved_fold(isolated, monkeyp
     assert len(calls) == 1 + 6
 
 
-def test_a_deadline_worker_counts_what_a_fold_s_checkpoints_hold(isolated, monkeypatch):
+def test_a_deadline_worker_counts_what_a_fold_s_checkpoints_hold(isolated, monkeypatch, capsys):
     import time
 
     import torch
@@ -502,12 +502,20 @@ def test_a_deadline_worker_counts_what_a_fold_s_checkpoints_hold(isolated, monke
     torch.save({"step": 5, "seconds": 1800.0}, folder / "classifier.pt")
     (folder / "classifier-restart1.pt").write_bytes(b"torn")
     assert common.checkpoint_hours(current, 1) == pytest.approx(1.5)
+    assert grid.held_hours([first, _]) == pytest.approx([1.5, 0.0])
+    assert first in grid.study_cells("smoke")
+    from defectlib.cli import main
+
+    assert main(["grid", "status", "--profile", "smoke", "--experiment", "seg000"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "hours left: less the 1.5 training hours that interrupted folds' checkpoints hold")
     lines = []
     counts = grid.run_worker([first], progress=False, log=lines.append, deadline=time.time() + 3600,
                              fold_hours={current.key: 2.0})
     assert counts["trained"] == 1 and counts["deferred"] == 2  # only fold 1 fits: 0.5 h left of it
     assert any(line.startswith(f"{grid.describe(first)}: fold 0 left for later (about 2.00 h") for line in lines)
     assert not folder.exists()  # a saved fold's checkpoints are removed
+    assert grid.held_hours([first]) == [0.0]
     # checkpoints that hold nearly all of a long fold still leave a share of it to come
     folder = common.checkpoint_dir(current, 2)
     folder.mkdir(parents=True)

@@ -242,6 +242,19 @@ def run_worker(cells: Iterable, *, commit: bool = False, progress: bool = True, 
     return counts
 
 
+def held_hours(cells: Iterable) -> list[float]:
+    """Per cell, the training hours the checkpoints of its unsaved folds hold
+    (:func:`~.common.checkpoint_hours`): work an interrupted run has done and a resumed one
+    will not repeat."""
+    memo: dict = {}
+    out = []
+    for cfg in cells:
+        current = cell_run(cfg, memo)
+        out.append(0.0 if current.complete else
+                   sum(checkpoint_hours(current, f) for f in range(cfg.n_folds) if not current.has_part(f"fold{f}")))
+    return out
+
+
 def grid_status(cells: Iterable) -> pd.DataFrame:
     """One row per cell: its name, run key, folds saved and running, state, the compute hours
     of its saved folds and an estimate of the hours left (from saved folds of cells of the same
