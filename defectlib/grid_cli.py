@@ -27,7 +27,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .config import DEFAULT_PROFILE, PROFILE_NAMES
 from .errors import ConfigError
@@ -43,12 +43,16 @@ def _cells(args: argparse.Namespace) -> list:
 
 
 def _deadline(text: str) -> float:
-    """An argparse type: ``HH:MM`` (today, local time) or an ISO date and time, as seconds since
-    the epoch; a time already past is refused."""
+    """An argparse type: ``HH:MM`` (local time, the next time the clock shows it: today, or
+    tomorrow once it has passed today) or an ISO date and time, as seconds since the epoch; an ISO
+    time already past is refused."""
     try:
         if len(text) <= 5 and ":" in text:
             hour, minute = (int(v) for v in text.split(":"))
-            when = datetime.now().replace(hour=hour, minute=minute, second=0, microsecond=0)
+            now = datetime.now()
+            when = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+            if when <= now:
+                when += timedelta(days=1)
         else:
             when = datetime.fromisoformat(text)
     except ValueError:
@@ -231,8 +235,8 @@ def add_parser(sub) -> None:
             p.add_argument("--commit", action="store_true", help="commit every saved fold and finished cell to git")
         if name != "status":
             p.add_argument("--until", type=_deadline, default=None, metavar="HH:MM",
-                           help="start only folds whose estimated time ends by then (today, local time, "
-                                "or an ISO date and time); the others are left for a later run")
+                           help="start only folds whose estimated time ends by then (local time, the "
+                                "next time the clock shows it, or an ISO date and time); the others are left for a later run")
         if name == "run":
             p.add_argument("--threads", type=int, default=None, help="torch threads (the grid's workers use 1)")
             p.add_argument("--quiet", action="store_true", help="no progress bars (the log keeps one line a fold)")

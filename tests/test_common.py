@@ -536,6 +536,13 @@ def test_grid_until_takes_a_time_ahead_and_refuses_one_past(isolated, capsys):
 
     ahead = datetime.now() + timedelta(hours=2)
     assert grid_cli._deadline(ahead.isoformat(timespec="seconds")) == pytest.approx(ahead.timestamp(), abs=1)
+    # a clock time already past today is the same time tomorrow (a session that ends after midnight)
+    for hours in (2, -2):
+        clock = (datetime.now() + timedelta(hours=hours)).replace(second=0, microsecond=0)
+        until = grid_cli._deadline(clock.strftime("%H:%M"))
+        assert 0 < until - time.time() <= 24 * 3600
+        assert datetime.fromtimestamp(until).strftime("%H:%M") == clock.strftime("%H:%M")
+        assert until == pytest.approx(clock.timestamp() + (24 * 3600 if hours < 0 else 0), abs=1)
     for bad, message in (("7pm", "--until takes HH:MM or an ISO date and time, got '7pm'"),
                          ((datetime.now() - timedelta(hours=1)).isoformat(timespec="seconds"), "already past")):
         with pytest.raises(SystemExit) as stop:
