@@ -146,6 +146,16 @@ def test_a_grid_cell_runs_resumes_and_keeps_its_gallery(isolated, monkeypatch):
     entries, images, maps = seg000.gallery(result, "true negatives")
     assert len(entries) == len(images) == len(maps)
     assert (entries["label"] == 0).all() and (entries["score"] < cfg.threshold).all()
+    kept = list(entries["sample_id"])
+    views, thumbs, _ = seg000.stored_views([result], kept[::-1] + ["no-such-image"])
+    assert list(views["sample_id"]) == kept[::-1] and len(thumbs) == len(kept)  # in the order asked, unknown left out
+    errors = seg000.image_errors([result, result])
+    assert len(errors) == len(samples) and (errors["runs"] == 2).all()
+    wrong = (samples["score"] >= cfg.threshold) != (samples["label"] == 1)
+    assert errors["wrong"].sum() == 2 * wrong.sum() and errors["wrong"].is_monotonic_decreasing
+    defective = list(samples.loc[samples["label"] == 1, "sample_id"][:2])
+    crops = seg000.defect_crops(defective + list(samples.loc[samples["label"] == 0, "sample_id"][:1]), dataset="synthetic")
+    assert [str(c["sample_id"]) for c in crops] == defective and all(c["masks"][0].any() for c in crops)
     table = seg000.grid_table([result])
     assert table.loc[0, "map_fp"] == m["map_decision"]["fp"] and table.loc[0, "failed_folds"] == len(m["failed_folds"])
     # A finished cell is read from the cache, not trained again.
@@ -283,3 +293,47 @@ def test_restarted_folds_lists_the_folds_whose_classifier_was_trained_again():
     assert table.to_dict("records") == [{"cell": "a", "fold": 2, "restarts": 1, "val_ap": 1.0, "val_score_std": 0.31}]
     assert restarted_folds(results[1:], lambda r: r.name).empty
     assert list(restarted_folds([], str).columns) == ["cell", "fold", "restarts", "val_ap", "val_score_std"]
+
+
+def test_image_errors_counts_each_images_wrong_decisions_over_runs():
+    from types import SimpleNamespace
+
+    from defectlib.experiments.seg000 import IMAGE_ERROR_COLUMNS, image_errors
+
+    def run(scores, seg_max, threshold=0.9):
+        samples = pd.DataFrame({"sample_id": ["p1", "p2", "n1"], "fold": [0, 1, 1], "label": [1, 1, 0],
+                                "defect_area": [5, 9, 0], "score": scores, "seg_max": seg_max})
+        return SimpleNamespace(samples=samples, provenance={"config": {"threshold": threshold, "map_threshold": 0.5}})
+
+    table = image_errors([run([0.1, 0.95, 0.2], [0.9, 0.9, 0.1]), run([0.5, 0.3, 0.92], [0.2, 0.9, 0.7]),
+                          run([0.5, 0.3, 0.2], [0.2, 0.9, 0.1], threshold=0.4)])
+    rows = {r["sample_id"]: r for r in table.to_dict("records")}
+    assert (rows["p1"]["wrong"], rows["p1"]["map_wrong"]) == (2, 2)  # 0.5 >= 0.4 is right in the third run
+    assert (rows["p2"]["wrong"], rows["n1"]["wrong"], rows["n1"]["map_wrong"]) == (2, 1, 1)
+    assert rows["p1"]["wrong_share"] == pytest.approx(2 / 3) and rows["n1"]["median_score"] == pytest.approx(0.2)
+    assert list(table["sample_id"]) == ["p1", "p2", "n1"]  # most wrong first, then by the map's errors
+    assert list(image_errors([]).columns) == IMAGE_ERROR_COLUMNS
+
+
+def test_error_figures_draw_one_bar_pair_per_image_and_one_panel_per_fold():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from defectlib.plots import plot_defect_crops, plot_image_errors, plot_score_vs_map
+
+    errors = pd.DataFrame({"sample_id": ["a", "b", "c"], "fold": [0, 1, 2], "label": [1, 0, 1], "defect_area": [4, 0, 7],
+                           "runs": [3, 3, 3], "wrong": [3, 2, 0], "map_wrong": [1, 2, 0], "wrong_share": [1, 2 / 3, 0],
+                           "map_wrong_share": [1 / 3, 2 / 3, 0]})
+    fig = plot_image_errors(errors, top=2)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 4 and [t.get_text() for t in ax.get_yticklabels()] == [
+        "b (defect-free, fold 1)", "a (defect, 4 px, fold 0)"]
+    matplotlib.pyplot.close(fig)
+    samples = errors.assign(score=[0.1, 0.95, 0.99], seg_max=[0.9, 0.2, 1.0])
+    fig = plot_score_vs_map(samples, threshold=0.9)
+    assert len(fig.axes) == 3
+    matplotlib.pyplot.close(fig)
+    crop = {"image": np.zeros((8, 6), np.uint8), "masks": np.ones((1, 8, 6), np.uint8), "sample_id": np.array("a")}
+    fig = plot_defect_crops([crop, crop], columns=4)
+    assert len(fig.axes) == 2 and fig.axes[0].get_title() == "a\n48 px annotated"
+    matplotlib.pyplot.close(fig)

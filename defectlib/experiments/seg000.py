@@ -324,6 +324,96 @@ def fold_errors(results: list[RunResult]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "input", "dilation", "seed", "fold", "errors", "ap"])
 
 
+#: The columns of :func:`image_errors`.
+IMAGE_ERROR_COLUMNS = ["sample_id", "fold", "label", "defect_area", "runs", "wrong", "map_wrong", "wrong_share",
+                       "map_wrong_share", "median_score", "median_seg_max"]
+
+
+def image_errors(results: list[RunResult]) -> pd.DataFrame:
+    """How often each test image is decided wrongly, over ``results`` (any mix of cells).
+
+    One row per test image: its fold, label and defect area; ``runs`` (the runs that scored
+    it), ``wrong`` (those whose classifier decision at the run's threshold was wrong),
+    ``map_wrong`` (the same for the map-maximum decision at the run's ``map_threshold``), the
+    two as shares of ``runs``, and the median classifier score and map maximum. Sorted by
+    ``wrong``, then ``map_wrong``, most first.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> samples = pd.DataFrame({"sample_id": ["a", "b", "c"], "fold": [0, 0, 1], "label": [1, 0, 1],
+    ...                         "defect_area": [10, 0, 30], "score": [0.2, 0.95, 0.99], "seg_max": [0.8, 0.1, 1.0]})
+    >>> run = SimpleNamespace(samples=samples, provenance={"config": {"threshold": 0.9, "map_threshold": 0.5}})
+    >>> image_errors([run, run])[["sample_id", "runs", "wrong", "map_wrong"]].values.tolist()
+    [['a', 2, 2, 0], ['b', 2, 2, 0], ['c', 2, 0, 0]]
+    """
+    frames = []
+    for r in results:
+        cfg = r.provenance["config"]
+        s = r.samples
+        positive = s["label"] == 1
+        frames.append(s[["sample_id", "fold", "label", "defect_area", "score", "seg_max"]].assign(
+            wrong=((s["score"] >= cfg["threshold"]) != positive).astype(int),
+            map_wrong=((s["seg_max"] >= cfg.get("map_threshold", 0.5)) != positive).astype(int)))
+    if not frames:
+        return pd.DataFrame(columns=IMAGE_ERROR_COLUMNS)
+    every = pd.concat(frames, ignore_index=True)
+    table = every.groupby(["sample_id", "fold", "label", "defect_area"], sort=False).agg(
+        runs=("wrong", "size"), wrong=("wrong", "sum"), map_wrong=("map_wrong", "sum"),
+        median_score=("score", "median"), median_seg_max=("seg_max", "median")).reset_index()
+    table["wrong_share"] = table["wrong"] / table["runs"]
+    table["map_wrong_share"] = table["map_wrong"] / table["runs"]
+    table = table.sort_values(["wrong", "map_wrong"], ascending=False, kind="stable").reset_index(drop=True)
+    return table[IMAGE_ERROR_COLUMNS]
+
+
+def stored_views(results: list[RunResult], sample_ids, *, name=None):
+    """The stored gallery views of ``sample_ids``: ``(entries, images, maps)``.
+
+    For each id, the first run of ``results`` whose gallery artifacts hold that image gives its
+    thumbnail and predicted map (so the views render without the dataset); ``entries`` has the
+    image's row of that run's samples plus ``run`` (``name(result)``, default the run's key).
+    Ids no run kept are left out.
+    """
+    name = name or (lambda r: r.key)
+    wanted = list(dict.fromkeys(sample_ids))
+    found: dict[str, tuple] = {}
+    for r in results:
+        if len(found) == len(wanted):
+            break
+        for fold in sorted(r.samples["fold"].unique()):
+            missing = [i for i in wanted if i not in found]
+            if not missing:
+                break
+            arrays = r.artifact(f"fold{fold}")
+            ids = [str(i) for i in arrays.get("gallery_ids", [])]
+            part = r.samples[r.samples["fold"] == fold].reset_index(drop=True)
+            for position, sample_id in enumerate(ids):
+                if sample_id in missing and sample_id not in found:
+                    entry = part.iloc[int(arrays["gallery_rows"][position])].copy()
+                    entry["run"] = name(r)
+                    found[sample_id] = (entry, arrays["gallery_images"][position], arrays["gallery_maps"][position])
+    kept = [found[i] for i in wanted if i in found]
+    return (pd.DataFrame([k[0] for k in kept]).reset_index(drop=True), [k[1] for k in kept], [k[2] for k in kept])
+
+
+def defect_crops(sample_ids, *, dataset: str = "kolektorsdd", margin: int = 48) -> list[dict[str, np.ndarray]]:
+    """Crops around the annotated defect of each defective image in ``sample_ids``, at native
+    resolution: ``{"image", "masks", "dilations", "sample_id"}`` as
+    :func:`~defectlib.experiments.data_chapter.dilation_example` gives them (the original
+    annotation only). Defect-free ids are skipped. Reads the dataset (``$DEFECTLIB_DATA``);
+    raises :class:`~defectlib.errors.DataError` when it is missing.
+    """
+    from ..data import load_samples
+    from .data_chapter import dilation_example
+
+    table = load_samples(dataset).set_index("sample_id", drop=False)
+    unknown = [i for i in sample_ids if i not in table.index]
+    if unknown:
+        raise ValueError(f"not in {dataset}: {', '.join(map(str, unknown))}")
+    return [dilation_example(table.loc[i], [0], margin) for i in sample_ids if table.loc[i, "label"] == 1]
+
+
 def restarted_folds(results: list[RunResult], name) -> pd.DataFrame:
     """The folds whose classifier stalled and was trained again
     (:func:`~defectlib.training.seg000.stalled`): cell (``name(result)``), fold, restarts, and

@@ -151,3 +151,69 @@ def plot_gallery(entries: pd.DataFrame, images: list[np.ndarray], maps: list[np.
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_image_errors(errors: pd.DataFrame, *, top: int = 15) -> Figure:
+    """The ``top`` images decided wrongly most often (:func:`~defectlib.experiments.seg000.image_errors`):
+    the share of runs whose classifier decision was wrong, and beside it the share whose
+    map-maximum decision was, per image; labels give the class, test fold and defect area."""
+    rows = errors.head(top).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.32 * max(len(rows), 1) + 1.3))
+    y = np.arange(len(rows))
+    ax.barh(y + 0.2, rows["wrong_share"], height=0.4, color="#d62728", label="classifier at its threshold")
+    ax.barh(y - 0.2, rows["map_wrong_share"], height=0.4, color="#7f7f7f", label="map maximum at 0.5")
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"{r.sample_id} ({'defect, ' + str(int(r.defect_area)) + ' px' if r.label == 1 else 'defect-free'}"
+                        f", fold {int(r.fold)})" for r in rows.itertuples()], fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"share of the runs that decide the image wrongly ({int(errors['runs'].max()) if len(errors) else 0} runs)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_vs_map(samples: pd.DataFrame, *, threshold: float, map_threshold: float = 0.5) -> Figure:
+    """Each test image's classifier probability against its segmentation map's maximum, one
+    panel per test fold, defective images in red: where the two decisions disagree, the points
+    lie off the diagonal quadrants (dashed lines: the two thresholds)."""
+    folds = sorted(samples["fold"].unique())
+    fig, axes = plt.subplots(1, len(folds), figsize=(3.6 * len(folds), 3.4), squeeze=False, sharey=True)
+    for ax, fold in zip(axes.flat, folds):
+        part = samples[samples["fold"] == fold]
+        for label, color, name in ((0, "#1f77b4", "defect-free"), (1, "#d62728", "defective")):
+            rows = part[part["label"] == label]
+            ax.scatter(rows["seg_max"], rows["score"], s=12, alpha=0.7, color=color, label=f"{name} ({len(rows)})")
+        ax.axhline(threshold, color="k", ls="--", lw=0.8)
+        ax.axvline(map_threshold, color="k", ls=":", lw=0.8)
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"test fold {fold}")
+        ax.set_xlabel("maximum of the segmentation map")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="center left")
+    axes.flat[0].set_ylabel("classifier probability")
+    fig.tight_layout()
+    return fig
+
+
+def plot_defect_crops(crops: list[dict[str, np.ndarray]], *, columns: int = 4, titles: list[str] | None = None) -> Figure:
+    """Native-resolution crops around annotated defects
+    (:func:`~defectlib.experiments.seg000.defect_crops`), the annotation drawn as an outline
+    only, so the defect itself stays visible."""
+    n = max(len(crops), 1)
+    columns = min(columns, n)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i, (ax, crop) in enumerate(zip(axes.flat, crops)):
+        mask = crop["masks"][0]
+        ax.imshow(crop["image"], cmap="gray", vmin=0, vmax=255)
+        ax.contour(mask, levels=[0.5], colors="#ffdd00", linewidths=0.8)
+        title = titles[i] if titles is not None else str(crop["sample_id"])
+        ax.set_title(f"{title}\n{int(mask.sum())} px annotated", fontsize=8)
+    if not crops:
+        axes.flat[0].text(0.5, 0.5, "none", ha="center", va="center")
+    fig.tight_layout()
+    return fig
