@@ -367,15 +367,13 @@ def image_errors(results: list[RunResult]) -> pd.DataFrame:
     return table[IMAGE_ERROR_COLUMNS]
 
 
-def stored_views(results: list[RunResult], sample_ids, *, name=None):
+def stored_views(results: list[RunResult], sample_ids):
     """The stored gallery views of ``sample_ids``: ``(entries, images, maps)``.
 
     For each id, the first run of ``results`` whose gallery artifacts hold that image gives its
     thumbnail and predicted map (so the views render without the dataset); ``entries`` has the
-    image's row of that run's samples plus ``run`` (``name(result)``, default the run's key).
-    Ids no run kept are left out.
+    image's row of that run's samples. Ids no run kept are left out.
     """
-    name = name or (lambda r: r.key)
     wanted = list(dict.fromkeys(sample_ids))
     found: dict[str, tuple] = {}
     for r in results:
@@ -390,8 +388,7 @@ def stored_views(results: list[RunResult], sample_ids, *, name=None):
             part = r.samples[r.samples["fold"] == fold].reset_index(drop=True)
             for position, sample_id in enumerate(ids):
                 if sample_id in missing and sample_id not in found:
-                    entry = part.iloc[int(arrays["gallery_rows"][position])].copy()
-                    entry["run"] = name(r)
+                    entry = part.iloc[int(arrays["gallery_rows"][position])]
                     found[sample_id] = (entry, arrays["gallery_images"][position], arrays["gallery_maps"][position])
     kept = [found[i] for i in wanted if i in found]
     return (pd.DataFrame([k[0] for k in kept]).reset_index(drop=True), [k[1] for k in kept], [k[2] for k in kept])

@@ -161,7 +161,7 @@ def plot_image_errors(errors: pd.DataFrame, *, top: int = 15) -> Figure:
     fig, ax = plt.subplots(figsize=(8, 0.32 * max(len(rows), 1) + 1.3))
     y = np.arange(len(rows))
     ax.barh(y + 0.2, rows["wrong_share"], height=0.4, color="#d62728", label="classifier at its threshold")
-    ax.barh(y - 0.2, rows["map_wrong_share"], height=0.4, color="#7f7f7f", label="map maximum at 0.5")
+    ax.barh(y - 0.2, rows["map_wrong_share"], height=0.4, color="#7f7f7f", label="map maximum at its threshold")
     ax.set_yticks(y)
     ax.set_yticklabels([f"{r.sample_id} ({'defect, ' + str(int(r.defect_area)) + ' px' if r.label == 1 else 'defect-free'}"
                         f", fold {int(r.fold)})" for r in rows.itertuples()], fontsize=8)
@@ -197,7 +197,7 @@ def plot_score_vs_map(samples: pd.DataFrame, *, threshold: float, map_threshold:
     return fig
 
 
-def plot_defect_crops(crops: list[dict[str, np.ndarray]], *, columns: int = 4, titles: list[str] | None = None) -> Figure:
+def plot_defect_crops(crops: list[dict[str, np.ndarray]], *, columns: int = 4) -> Figure:
     """Native-resolution crops around annotated defects
     (:func:`~defectlib.experiments.seg000.defect_crops`), the annotation drawn as an outline
     only, so the defect itself stays visible."""
@@ -207,12 +207,11 @@ def plot_defect_crops(crops: list[dict[str, np.ndarray]], *, columns: int = 4, t
     fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows), squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
-    for i, (ax, crop) in enumerate(zip(axes.flat, crops)):
+    for ax, crop in zip(axes.flat, crops):
         mask = crop["masks"][0]
         ax.imshow(crop["image"], cmap="gray", vmin=0, vmax=255)
         ax.contour(mask, levels=[0.5], colors="#ffdd00", linewidths=0.8)
-        title = titles[i] if titles is not None else str(crop["sample_id"])
-        ax.set_title(f"{title}\n{int(mask.sum())} px annotated", fontsize=8)
+        ax.set_title(f"{crop['sample_id']}\n{int(mask.sum())} px annotated", fontsize=8)
     if not crops:
         axes.flat[0].text(0.5, 0.5, "none", ha="center", va="center")
     fig.tight_layout()
