@@ -121,6 +121,12 @@ def package_versions() -> dict[str, str]:
 
 
 def device_info() -> dict[str, Any]:
+    """The machine a run computed on, as recorded in its provenance.
+
+    Platform, processor and its model, logical CPUs, PyTorch's threads, the host name, whether
+    CUDA is available and, where it can be asked, the GPU's name (``None`` where CUDA cannot be
+    queried, as in a process forked after its parent initialised CUDA).
+    """
     import os
 
     import torch
@@ -139,7 +145,10 @@ def device_info() -> dict[str, Any]:
         pass
     info["hostname"] = platform.node()
     if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
+        try:
+            info["gpu"] = torch.cuda.get_device_name(0)
+        except RuntimeError:  # CUDA cannot be initialised here: the run's record must still be written
+            info["gpu"] = None
     return info
 
 

@@ -84,7 +84,8 @@ def test_unknown_networks_and_bad_levers_are_refused_before_measuring(monkeypatc
     assert "C++ compiler" in compile_unavailable_reason("cpu")
     with pytest.raises(UnavailableError, match="C\\+\\+ compiler"):
         run_bench(None, {"seg000/proposed": [(64, 32)]}, compile=True)
-    assert cli.main(["bench", "seg000/proposed", "--size", "64x32", "--compile", "--out", "unused.json"]) == 2
+    assert cli.main(["bench", "seg000/proposed", "--size", "64x32", "--device", "cpu", "--compile",
+                     "--out", "unused.json"]) == 2
 
 
 def test_performance_config_passes_its_overrides_on():

@@ -579,3 +579,18 @@ def test_git_state_counts_code_changes_not_results_moved_in_the_cache(tmp_path):
 
 def test_git_state_outside_a_checkout_is_unknown(tmp_path):
     assert defectlib.results.git_state(tmp_path) == {"commit": "unknown", "dirty": None}
+
+
+def test_device_info_is_written_where_cuda_cannot_be_queried(monkeypatch):
+    """A process forked after its parent initialised CUDA cannot ask for the GPU's name; the
+    fold it trained is still recorded."""
+    import torch
+
+    def refuse(_index=0):
+        raise RuntimeError("Cannot re-initialize CUDA in forked subprocess.")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", refuse)
+    info = defectlib.results.device_info()
+    assert info["cuda"] is True and info["gpu"] is None
+    assert info["hostname"] == platform.node()
