@@ -215,6 +215,31 @@ def test_pending_names_each_missing_cell_once_and_leaves_out_finished_ones(isola
     assert common.pending([k0, k9, k0], [], name) == ["k=0", "k=9"]
     result = cross_validate(k0, fake_fold, partial(seg000.cell_metrics, k0), desc="t", progress=False)
     assert common.pending([k0, k9, k0], [result], name) == ["k=9"]
+    train_one_fold(k9, fake_fold, 1, progress=False)
+    assert common.pending([k0, k9], [result], name) == [f"k=9 (1 of {k9.n_folds} folds saved)"]
+
+
+def test_partial_results_read_the_saved_folds_of_unfinished_cells_only(isolated):
+    k0, k5, k9 = (Seg000Config.from_profile("smoke", dilation=k) for k in (0, 5, 9))
+    finished = cross_validate(k0, fake_fold, partial(seg000.cell_metrics, k0), desc="t", progress=False)
+    for fold in (0, 2):
+        train_one_fold(k9, fake_fold, fold, progress=False)
+    partials = common.partial_results([k0, k5, k9, k9], [finished], seg000.cell_metrics)
+    assert len(partials) == 1  # k0 is finished, k5 has nothing saved, k9 is listed once
+    [r] = partials
+    assert r.provenance["folds_saved"] == [0, 2] and r.config == k9
+    assert sorted(r.samples["fold"].unique()) == [0, 2] and sorted(r.metrics["per_fold"]) == ["0", "2"]
+    assert r.metrics == {**seg000.cell_metrics(k9, r.samples), "fold_checks": r.metrics["fold_checks"],
+                         "failed_folds": []}
+    assert sorted(r.metrics["fold_checks"]) == ["0", "2"]
+    assert not common.cell_run(k9).complete  # reading never finishes a cell
+
+    [same] = common.same_folds(partials, [finished], seg000.cell_metrics)
+    assert same.key == finished.key and same.provenance["folds_saved"] == [0, 2]
+    assert sorted(same.samples["fold"].unique()) == [0, 2] and sorted(same.metrics["per_fold"]) == ["0", "2"]
+    assert same.metrics["per_fold"] == {k: v for k, v in finished.metrics["per_fold"].items() if k in ("0", "2")}
+    assert same.provenance["wall_time_s"] == pytest.approx(2 * 1.5, abs=0.01)
+    assert common.same_folds([], [finished], seg000.cell_metrics) == []
 
 
 # ------------------------------------------------------------------------------ fold tasks under locks

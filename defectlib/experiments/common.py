@@ -14,6 +14,7 @@ import shutil
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -340,6 +341,85 @@ def train_one_fold(cfg, train_fold: TrainFold, fold: int, *, wait: bool = True, 
     return "trained"
 
 
+def _saved_metrics(current: Run, samples: pd.DataFrame, metrics: Callable[[pd.DataFrame], dict]) -> dict:
+    """``metrics`` of the saved folds' ``samples``, with every fold's checks and the failed folds."""
+    checks = current.part_checks()
+    result = {**metrics(samples)}
+    result["fold_checks"] = {name.removeprefix("fold"): c for name, c in sorted(checks.items())}
+    result["failed_folds"] = sorted(int(name.removeprefix("fold")) for name, c in checks.items()
+                                    if c.get("constant_output"))
+    return result
+
+
+def partial_results(configs: list, results: list[RunResult], metrics: Callable, *,
+                    memo: dict | None = None) -> list[RunResult]:
+    """The cells of ``configs`` that are not among the finished ``results`` but have folds
+    saved, each read back from its saved folds only (nothing is trained).
+
+    A page can show how a cell still being computed is going, fold by fold, beside the
+    finished cells' same folds; its figures are those of the folds saved so far, not the cell's.
+
+    Parameters
+    ----------
+    configs : list
+        Cross-validated cell configs.
+    results : list of RunResult
+        The finished cells (by run key, these are left out).
+    metrics : callable
+        ``metrics(cfg, samples) -> dict`` (an experiment's ``cell_metrics``).
+
+    Returns
+    -------
+    list of RunResult
+        ``samples`` of the saved folds, their ``metrics`` (with ``fold_checks`` and
+        ``failed_folds`` as a finished cell's), and a provenance with the ``config``, the saved
+        folds' ``wall_time_s`` and ``folds_saved`` (their numbers, of ``n_folds`` in the config).
+    """
+    memo = {} if memo is None else memo
+    done, out = {r.key for r in results}, {}
+    for cfg in configs:
+        current = cell_run(cfg, memo)
+        info = current.part_info()
+        if current.key in done or current.key in out or current.complete or not info:
+            continue
+        samples = current.load_parts()
+        provenance = {"config": cfg.to_dict(), "wall_time_s": round(sum(i["wall_time_s"] for i in info.values()), 3),
+                      "folds_saved": sorted(int(name.removeprefix("fold")) for name in info)}
+        out[current.key] = RunResult(key=current.key, path=current.path, samples=samples,
+                                     metrics=_saved_metrics(current, samples, partial(metrics, cfg)),
+                                     provenance=provenance)
+    return list(out.values())
+
+
+def on_folds(result: RunResult, folds: Collection[int], metrics: Callable) -> RunResult:
+    """A finished cell read on some of its test folds only, to set beside a cell of which only
+    those folds are saved (:func:`partial_results`).
+
+    ``samples`` are those folds' rows, ``metrics(cfg, samples)`` is recomputed from them (with
+    their ``fold_checks`` and ``failed_folds``), and the provenance gains ``folds_saved`` and the
+    wall time of those folds only.
+    """
+    folds = sorted(int(f) for f in folds)
+    samples = result.samples[result.samples["fold"].isin(folds)].reset_index(drop=True)
+    metrics_ = {**metrics(result.config, samples)}
+    checks = result.metrics.get("fold_checks", {})
+    metrics_["fold_checks"] = {k: v for k, v in checks.items() if int(k) in folds}
+    metrics_["failed_folds"] = [f for f in result.metrics.get("failed_folds", []) if f in folds]
+    parts = result.provenance.get("parts", {})
+    seconds = sum(parts.get(f"fold{f}", {}).get("wall_time_s") or 0.0 for f in folds)
+    return RunResult(key=result.key, path=result.path, samples=samples, metrics=metrics_,
+                     provenance={**result.provenance, "wall_time_s": round(seconds, 3), "folds_saved": folds})
+
+
+def same_folds(partial: list[RunResult], finished: list[RunResult], metrics: Callable) -> list[RunResult]:
+    """The ``finished`` cells of each dataset that has cells in ``partial``, read (:func:`on_folds`)
+    on the folds saved of that dataset's partial cells (all of them together)."""
+    folds: dict[str, set[int]] = {}
+    for r in partial:
+        folds.setdefault(r.config.dataset, set()).update(r.provenance["folds_saved"])
+    return [on_folds(r, folds[r.config.dataset], metrics) for r in finished if r.config.dataset in folds]
+
+
 def finish_cell(cfg, metrics: Callable[[pd.DataFrame], dict], *, record_pretrained: bool = False,
                 memo: dict | None = None) -> RunResult | None:
     """Finish a cell whose folds are all saved (once, under a lock); None while folds are missing."""
@@ -353,11 +433,7 @@ def finish_cell(cfg, metrics: Callable[[pd.DataFrame], dict], *, record_pretrain
         if current.complete:
             return current.load()
         samples = current.load_parts()
-        checks = current.part_checks()
-        result = {**metrics(samples)}
-        failed = sorted(int(name.removeprefix("fold")) for name, c in checks.items() if c.get("constant_output"))
-        result["fold_checks"] = {name.removeprefix("fold"): c for name, c in sorted(checks.items())}
-        result["failed_folds"] = failed
+        result = _saved_metrics(current, samples, metrics)
         used = sorted({"cuda" if info.get("device", {}).get("cuda") else "cpu" for info in current.part_info().values()})
         extra = {"device_used": used[0] if len(used) == 1 else used}  # where the folds trained
         if record_pretrained:
@@ -522,10 +598,16 @@ def failed_folds(results: list[RunResult], name: Callable[[RunResult], str]) -> 
 
 def pending(configs: list, results: list[RunResult], name: Callable) -> list[str]:
     """The cells of ``configs`` not among the finished ``results`` (by run key), as names, each
-    once (a chapter may list the same cell twice, as in a grid and as an ablation's reference)."""
-    done, memo = {r.key for r in results}, {}
-    keys = {cell_run(cfg, memo).key: name(cfg) for cfg in configs}
-    return [label for key, label in keys.items() if key not in done]
+    once (a chapter may list the same cell twice, as in a grid and as an ablation's reference);
+    a cell with folds saved says how many, as in ``"<name> (2 of 5 folds saved)"``."""
+    done, memo, labels = {r.key for r in results}, {}, {}
+    for cfg in configs:
+        current = cell_run(cfg, memo)
+        if current.key in done or current.key in labels:
+            continue
+        saved = len(current.part_info())
+        labels[current.key] = name(cfg) + (f" ({saved} of {cfg.n_folds} folds saved)" if saved else "")
+    return list(labels.values())
 
 
 def timed(fn: Callable, *args, **kwargs) -> tuple[Any, float]:
