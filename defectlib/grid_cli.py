@@ -198,7 +198,7 @@ def cmd_grid_pilot(args: argparse.Namespace) -> int:
     import torch
 
     from .experiments.grid import EXPERIMENTS
-    from .experiments.pilot import pilot_fold
+    from .experiments.pilot import pilot_fold, publish
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -216,6 +216,8 @@ def cmd_grid_pilot(args: argparse.Namespace) -> int:
     if pilot.checks.get("constant_output"):
         print("FAILED: the scores barely vary (constant output)")
     print(f"pilot {pilot.run.key}: {pilot.run.path}")
+    if args.publish:
+        print(f"published: {publish(pilot).path}")
     return 0
 
 
@@ -258,4 +260,6 @@ def add_parser(sub) -> None:
                    help="config values over the profile's (dataset=magnetictile steps=2000 lr=3e-4 ...)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--publish", action="store_true",
+                   help="keep the finished pilot (scores, curves, provenance) beside the results, for the book")
     p.set_defaults(func=cmd_grid_pilot)

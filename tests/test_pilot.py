@@ -8,8 +8,9 @@ import pytest
 from defectlib.cli import main
 from defectlib.experiments import rec004
 from defectlib.experiments.common import cell_run, fold_data, train_one_fold
+from defectlib.experiments.rec004 import run_grid
 from defectlib.experiments.grid import EXPERIMENTS
-from defectlib.experiments.pilot import pilot_fold, read_curves
+from defectlib.experiments.pilot import longer_schedules, pilot_fold, published_pilots, read_curves
 from defectlib.experiments.rec004 import Rec004Config
 
 
@@ -47,6 +48,28 @@ def test_a_finished_pilot_is_read_back_not_trained_again(isolated, monkeypatch):
     assert again.curves.equals(first.curves) and again.metrics == first.metrics
     with pytest.raises(AssertionError, match="trained again"):
         pilot_fold(Rec004Config.from_profile("smoke", steps=3, eval_every=1), 0, progress=False)  # another recipe
+
+
+def test_a_published_pilot_is_read_back_with_the_results_and_paired_with_its_cell(isolated, capsys):
+    cfg = Rec004Config.from_profile("smoke", steps=2, eval_every=1)
+    assert train_one_fold(cfg, EXPERIMENTS["rec004"].train_fold(), 0, progress=False) == "trained"
+    assert published_pilots("rec004") == []
+    assert main(["grid", "pilot", "--profile", "smoke", "--experiment", "rec004", "--fold", "1", "--quiet",
+                 "--set", "steps=3", "eval_every=1", "--publish"]) == 0
+    assert "published:" in capsys.readouterr().out
+    published = published_pilots("rec004")
+    assert len(published) == 1
+    pilot = published[0]
+    assert pilot.path.is_relative_to(isolated / "results" / "pilots" / "rec004")
+    assert pilot.provenance["pilot"] == {"fold": 1, "scored": "validation images"}
+    assert pilot.config.steps == 3 and set(pilot.samples["sample_id"]) == set(fold_data(cfg, 1).val["sample_id"])
+    assert sorted(p.name for p in pilot.path.rglob("*") if p.is_file()) == [
+        "fold1.csv", "fold1.json", "fold1.npz", "metrics.json", "provenance.json", "samples.csv"]  # no checkpoint
+    assert read_curves(pilot.path / "artifacts" / "fold1.npz")["step"].tolist() == [1, 2, 3]
+    # the pilot is the cell's recipe with more steps: paired with the finished cell, not with another recipe
+    cell = run_grid([cfg], compute=True)[0]
+    other = run_grid([Rec004Config.from_profile("smoke", steps=2, eval_every=1, lr=3e-4)], compute=True)[0]
+    assert [(c.key, p.key) for c, p in longer_schedules([cell, other], published)] == [(cell.key, pilot.key)]
 
 
 def test_pilot_command_prints_the_curves_and_refuses_bad_settings(isolated, capsys):

@@ -9,13 +9,18 @@ grid cell's own config reproduces that fold's validation curve) and then, where 
 scores the test images, scores the validation images again. The test images are not read.
 
 Pilots live in the cache (``<cache>/pilots/<experiment>/<run key>/``, with their checkpoints
-and lock), never among the book's results, and resume from their checkpoints like grid folds.
-From the command line: ``defectlib grid pilot --experiment seg004 --fold 0 --set
-dataset=magnetictile model=improved pairs_per_batch=4``.
+and lock) and resume from their checkpoints like grid folds. A pilot a chapter draws, such as
+a longer schedule tried against a cell's curves, is *published* (:func:`publish`): its
+validation scores, curves and provenance, not its checkpoints, go to
+``<results>/pilots/<experiment>/<run key>/`` (:func:`published_root`), apart from the cells'
+results, and :func:`published_pilots` reads them back. From the command line: ``defectlib grid
+pilot --experiment seg004 --fold 0 --set dataset=magnetictile model=improved
+pairs_per_batch=4`` (add ``--publish`` to keep it with the results).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +29,24 @@ import numpy as np
 import pandas as pd
 
 from ..locks import FileLock
-from ..paths import cache_root
-from ..results import Run
+from ..paths import cache_root, results_root
+from ..results import Run, RunResult
 from ..seeding import seed_everything
 from .common import FoldData, cell_folds, fold_data
 from .grid import EXPERIMENTS
 
-__all__ = ["Pilot", "pilot_fold", "pilot_root", "read_curves"]
+__all__ = ["Pilot", "longer_schedules", "pilot_fold", "pilot_root", "publish", "published_pilots", "published_root",
+           "read_curves"]
 
 
 def pilot_root() -> Path:
     """Where pilots are kept: ``<cache>/pilots``."""
     return cache_root() / "pilots"
+
+
+def published_root() -> Path:
+    """Where published pilots are kept, beside the book's results: ``<results>/pilots``."""
+    return results_root() / "pilots"
 
 
 @dataclass
@@ -115,3 +126,58 @@ def pilot_fold(cfg, fold: int, *, progress: bool = True, root: str | Path | None
     metrics.pop("per_fold", None)
     return Pilot(run=current, fold=fold, curves=read_curves(current.path / "artifacts" / f"{name}.npz"),
                  samples=samples, metrics=metrics, checks=current.part_checks()[name])
+
+
+def publish(pilot: Pilot, *, root: str | Path | None = None) -> RunResult:
+    """Keep a finished pilot with the book's results: its validation images' scores, its
+    curves (the fold's artifact) and a provenance record (the config, the code that trained it,
+    ``"pilot": {"fold": ...}``), under ``<root>/<experiment>/<run key>/`` (``root``:
+    :func:`published_root`). Its checkpoints stay behind. Publishing again replaces it.
+    """
+    cfg = pilot.run.config
+    _, manifest = cell_folds(cfg, {})
+    target = Run(cfg, {cfg.dataset: manifest}, root=root or published_root())
+    shutil.rmtree(target.path, ignore_errors=True)
+    name = f"fold{pilot.fold}"
+    for sub, suffixes in (("parts", (".csv", ".json")), ("artifacts", (".npz",))):
+        (target.path / sub).mkdir(parents=True, exist_ok=True)
+        for suffix in suffixes:
+            shutil.copy2(pilot.run.path / sub / f"{name}{suffix}", target.path / sub / f"{name}{suffix}")
+    return target.finish(pilot.samples, {**pilot.metrics, "fold_checks": {str(pilot.fold): pilot.checks}},
+                         extra={"pilot": {"fold": pilot.fold, "scored": "validation images"}})
+
+
+def published_pilots(experiment: str, *, root: str | Path | None = None) -> list[RunResult]:
+    """Every published pilot of ``experiment`` (:func:`publish`), oldest first; a pilot's
+    ``provenance["pilot"]["fold"]`` names the test fold whose training folds it used, and its
+    ``samples`` are that fold's validation images."""
+    folder = Path(root or published_root()) / experiment
+    found = []
+    for provenance in folder.glob("*/provenance.json"):
+        path = provenance.parent
+        found.append(RunResult(key=path.name, path=path,
+                               samples=pd.read_csv(path / "samples.csv", dtype={"sample_id": str}),
+                               metrics=json.loads((path / "metrics.json").read_text()),
+                               provenance=json.loads(provenance.read_text())))
+    return sorted(found, key=lambda r: r.provenance["finished_utc"])
+
+
+def longer_schedules(results: list[RunResult], pilots: list[RunResult]) -> list[tuple[RunResult, RunResult]]:
+    """Pairs ``(cell, pilot)`` of finished cells and published pilots whose configs differ in
+    the number of ``steps`` only: the same recipe run for longer (or shorter) on one fold.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as R
+    >>> cell = R(provenance={"config": {"lr": 3e-4, "steps": 10}})
+    >>> longer = R(provenance={"config": {"lr": 3e-4, "steps": 20}})
+    >>> other = R(provenance={"config": {"lr": 1e-3, "steps": 20}})
+    >>> [(a.provenance["config"]["steps"], b.provenance["config"]["steps"])
+    ...  for a, b in longer_schedules([cell], [longer, other])]
+    [(10, 20)]
+    """
+    def recipe(result) -> dict:
+        return {k: v for k, v in result.provenance["config"].items() if k != "steps"}
+
+    return [(cell, pilot) for pilot in pilots for cell in results
+            if recipe(cell) == recipe(pilot) and cell.provenance["config"]["steps"] != pilot.provenance["config"]["steps"]]
