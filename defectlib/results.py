@@ -282,13 +282,19 @@ class Run:
         """Read a complete run back."""
         if not self.complete:
             raise FileNotFoundError(f"{self.path}: run not complete (no {PROVENANCE})")
-        return RunResult(
-            key=self.key,
-            path=self.path,
-            samples=pd.read_csv(self.path / "samples.csv", dtype={"sample_id": str}),
-            metrics=json.loads((self.path / "metrics.json").read_text()),
-            provenance=json.loads((self.path / PROVENANCE).read_text()),
-        )
+        return read_result(self.path)
+
+
+def read_result(path: str | Path) -> RunResult:
+    """Read the complete run folder ``path`` back (its key is the folder's name)."""
+    path = Path(path)
+    return RunResult(
+        key=path.name,
+        path=path,
+        samples=pd.read_csv(path / "samples.csv", dtype={"sample_id": str}),
+        metrics=json.loads((path / "metrics.json").read_text()),
+        provenance=json.loads((path / PROVENANCE).read_text()),
+    )
 
 
 def provenance_table(result: RunResult) -> pd.DataFrame:

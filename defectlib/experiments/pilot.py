@@ -20,7 +20,6 @@ pairs_per_batch=4`` (add ``--publish`` to keep it with the results).
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import pandas as pd
 
 from ..locks import FileLock
 from ..paths import cache_root, results_root
-from ..results import Run, RunResult
+from ..results import PROVENANCE, Run, RunResult, read_result
 from ..seeding import seed_everything
 from .common import FoldData, cell_folds, fold_data
 from .grid import EXPERIMENTS
@@ -152,13 +151,7 @@ def published_pilots(experiment: str, *, root: str | Path | None = None) -> list
     ``provenance["pilot"]["fold"]`` names the test fold whose training folds it used, and its
     ``samples`` are that fold's validation images."""
     folder = Path(root or published_root()) / experiment
-    found = []
-    for provenance in folder.glob("*/provenance.json"):
-        path = provenance.parent
-        found.append(RunResult(key=path.name, path=path,
-                               samples=pd.read_csv(path / "samples.csv", dtype={"sample_id": str}),
-                               metrics=json.loads((path / "metrics.json").read_text()),
-                               provenance=json.loads(provenance.read_text())))
+    found = [read_result(provenance.parent) for provenance in folder.glob(f"*/{PROVENANCE}")]
     return sorted(found, key=lambda r: r.provenance["finished_utc"])
 
 
