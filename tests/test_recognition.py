@@ -429,6 +429,42 @@ def test_a_smoke_cell_runs_resumes_and_is_cached(isolated, monkeypatch):
     assert bins["n"].sum() == ((s["label"] == 1) & (s["defect_area"] > 0)).sum()
 
 
+@pytest.mark.slow
+def test_a_stalled_network_is_trained_again_and_its_fold_says_so(tmp_path, monkeypatch):
+    import itertools
+
+    import defectlib.training.loop as loop_module
+    from defectlib.experiments.common import restarted_folds
+
+    cfg = Rec004Config.from_profile("smoke", steps=2, eval_every=1)
+
+    def run_in(folder: str):
+        monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / folder / "results"))
+        monkeypatch.setenv("DEFECTLIB_CACHE", str(tmp_path / folder / "cache"))
+        return rec004.run(cfg, progress=False)
+
+    plain = run_in("plain")
+    assert all("restarts" not in c for c in plain.metrics["fold_checks"].values())
+    assert restarted_folds([plain], lambda r: "cell").empty
+    # every fold's first attempt is judged stalled, its second is not
+    monkeypatch.setattr(loop_module, "stalled", lambda history, verdicts=itertools.cycle([True, False]): next(verdicts))
+    again = run_in("again")
+    assert again.key == plain.key
+    assert all(c["restarts"] == 1 for c in again.metrics["fold_checks"].values())
+    for fold in range(cfg.n_folds):
+        first, kept = rec004.training_curves(plain)[fold], rec004.training_curves(again)[fold]
+        stalled = np.load(again.path / "artifacts" / f"fold{fold}.npz")
+        assert np.array_equal(stalled["train_stalled0_losses"], first["train_losses"])  # the plain run, kept aside
+        assert not np.array_equal(kept["train_losses"], first["train_losses"])  # trained again from new weights
+        assert "train_stalled1_losses" not in stalled
+    assert not np.array_equal(again.samples["score"], plain.samples["score"])
+    table = restarted_folds([again], lambda r: "cell")
+    assert table["fold"].tolist() == list(range(cfg.n_folds)) and (table["restarts"] == 1).all()
+    # the same again: the new weights are seeded
+    monkeypatch.setattr(loop_module, "stalled", lambda history, verdicts=itertools.cycle([True, False]): next(verdicts))
+    assert run_in("twice").samples["score"].tolist() == again.samples["score"].tolist()
+
+
 def _result(samples: pd.DataFrame) -> RunResult:
     config = {"dataset": "toy", "method": "dr", "augment": True, "input_size": [224, 224],
               "threshold": 0.5}

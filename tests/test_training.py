@@ -30,6 +30,7 @@ from defectlib.training import (
     train_classifier,
     train_segmentation,
 )
+from defectlib.training import loop as loop_module
 from defectlib.training import sampler as sampler_module
 from defectlib.training import seg000 as seg000_training
 from defectlib.training.seg000 import alternating_plan
@@ -445,7 +446,7 @@ def test_a_stalled_classifier_is_trained_again_from_new_weights(dataset, tmp_pat
     assert plain.stalled_clf == [] and not (tmp_path / "plain" / "classifier-restart1.pt").exists()
     # the first attempt is judged stalled, the second is not
     verdicts = iter([True, False])
-    monkeypatch.setattr(seg000_training, "stalled", lambda history: next(verdicts))
+    monkeypatch.setattr(loop_module, "stalled", lambda history: next(verdicts))
     again, weights = _two_stages(dataset, tmp_path / "again")
     assert len(again.stalled_clf) == 1 and (tmp_path / "again" / "classifier-restart1.pt").is_file()
     assert again.stalled_clf[0].losses == plain.clf.losses  # the first attempt is the plain run
@@ -458,7 +459,7 @@ def test_a_stalled_classifier_is_trained_again_from_new_weights(dataset, tmp_pat
     assert resumed.clf.losses == again.clf.losses and len(resumed.stalled_clf) == 1
     assert all(torch.equal(resumed_weights[k], weights[k]) for k in weights)
     # never more than ``restarts`` times
-    monkeypatch.setattr(seg000_training, "stalled", lambda history: True)
+    monkeypatch.setattr(loop_module, "stalled", lambda history: True)
     capped, _ = _two_stages(dataset, tmp_path / "capped", restarts=2)
     assert len(capped.stalled_clf) == 2
 

@@ -596,6 +596,19 @@ def failed_folds(results: list[RunResult], name: Callable[[RunResult], str]) -> 
     return pd.DataFrame(rows)
 
 
+def restarted_folds(results: list[RunResult], name: Callable[[RunResult], str], *,
+                    check: str = "restarts") -> pd.DataFrame:
+    """The folds whose network stalled and was trained again
+    (:func:`~defectlib.training.loop.retrain_while_stalled`), read from the fold checks' ``check``
+    count: cell (``name(result)``), fold, restarts, and the final validation AP and score
+    spread of the attempt that was kept."""
+    rows = [{"cell": name(r), "fold": int(fold), "restarts": int(checks[check]),
+             "val_ap": checks.get("val_ap"), "val_score_std": checks.get("val_score_std")}
+            for r in results for fold, checks in sorted(r.metrics.get("fold_checks", {}).items(), key=lambda kv: int(kv[0]))
+            if checks.get(check)]
+    return pd.DataFrame(rows, columns=["cell", "fold", "restarts", "val_ap", "val_score_std"])
+
+
 def pending(configs: list, results: list[RunResult], name: Callable) -> list[str]:
     """The cells of ``configs`` not among the finished ``results`` (by run key), as names, each
     once (a chapter may list the same cell twice, as in a grid and as an ablation's reference);

@@ -72,6 +72,15 @@ Choices the paper leaves open, and deviations (also stated in the book):
   same recipe and folds; KolektorSDD's cracks are thin and mostly horizontal, and the 224×224
   input squashes the strips' height by more than five. A larger input has more blocks
   (:func:`blocks`: 84 at 448×192), so the same block false-positive rate costs more image TNR.
+- **A stalled network is trained again** from new weights, at most twice
+  (:func:`~defectlib.training.loop.retrain_while_stalled`, the rule of seed 000's classifier):
+  when the mean training loss of its last tenth of steps stays above half of ln 2
+  (:func:`~defectlib.training.loop.stalled`), it never left the constant guess. The rule reads
+  the training loss only; a network that trained normally is left exactly as it was. The new
+  weights are the network's own initialisation drawn under ``seed * 1000 + attempt``; the
+  pairs are the same, the augmentation draws go on. A fold that was trained again records
+  ``restarts`` in its checks, the stalled attempts' curves in its artifact
+  (``train_stalled<i>_*``) and their time in its own.
 - Each fold is seeded alone (``seed_everything(seed)`` at its start), so a resumed run gives
   the same numbers as an uninterrupted one.
 """
@@ -214,7 +223,10 @@ def _train_fold(cfg: Rec004Config, data: FoldData, current: Run, *, checkpoints:
                 progress: bool = True) -> FoldOutcome:
     from ..data.augment import Augmentation
     from ..models import build_model
-    from ..training import Checkpoint, Schedule
+    import torch
+
+    from ..training import Checkpoint, History, Schedule
+    from ..training.loop import retrain_while_stalled
     from ..training.rec004 import predict_recognition, train_recognition
 
     device = _device()
@@ -231,12 +243,19 @@ def _train_fold(cfg: Rec004Config, data: FoldData, current: Run, *, checkpoints:
                                      threshold=cfg.threshold, progress=False)
         return _validation_summary(val_labels, scores, cfg.threshold)
 
-    history = train_recognition(
-        model, train_set, method=cfg.method, schedule=Schedule(cfg.steps, cfg.lr, warmup=cfg.warmup),
-        weight_decay=cfg.weight_decay, pairs_per_batch=cfg.pairs_per_batch, blocks_per_class=cfg.blocks_per_class,
-        seed=cfg.seed, device=device, evaluate=validate, eval_every=cfg.eval_every,
-        checkpoint=Checkpoint(checkpoints / "model.pt"), progress=progress,
-    )
+    def attempt(n: int) -> History:
+        if n:  # new weights, drawn as the first were (the network's own initialisation), seeded apart
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed * 1000 + n)
+                model.load_state_dict(build_model(f"rec004/{cfg.method}").state_dict())
+        return train_recognition(
+            model, train_set, method=cfg.method, schedule=Schedule(cfg.steps, cfg.lr, warmup=cfg.warmup),
+            weight_decay=cfg.weight_decay, pairs_per_batch=cfg.pairs_per_batch, blocks_per_class=cfg.blocks_per_class,
+            seed=cfg.seed, device=device, evaluate=validate, eval_every=cfg.eval_every,
+            checkpoint=Checkpoint(checkpoints / (f"model-restart{n}.pt" if n else "model.pt")), progress=progress,
+        )
+
+    history, stalled_attempts = retrain_while_stalled(attempt, name=f"train_recognition[{cfg.method}]")
     scores, predict_s = timed(predict_recognition, model, test_set, device=device, batch_size=cfg.eval_batch_size,
                               threshold=cfg.threshold, progress=progress)
     if scores["index"].tolist() != list(range(len(test_set))):
@@ -252,7 +271,8 @@ def _train_fold(cfg: Rec004Config, data: FoldData, current: Run, *, checkpoints:
     current.save_artifact(
         f"fold{data.fold}",
         **history.arrays("train"),
-        train_s=np.array(history.seconds),
+        **{k: v for i, h in enumerate(stalled_attempts) for k, v in h.arrays(f"train_stalled{i}").items()},
+        train_s=np.array(history.seconds + sum(h.seconds for h in stalled_attempts)),
         predict_s=np.array(predict_s),
         pretrained=np.array(str(getattr(model, "pretrained", None))),
     )
@@ -260,7 +280,10 @@ def _train_fold(cfg: Rec004Config, data: FoldData, current: Run, *, checkpoints:
     checks = {"constant_output": constant_output(part["score"]) or final_val["std"] < CONSTANT_STD,
               "test_score_std": float(part["score"].std()), "val_score_std": final_val["std"],
               "val_ap": final_val["ap"]}
-    return FoldOutcome(part=part, seconds=history.seconds + predict_s, checks=checks)
+    if stalled_attempts:  # absent from folds that trained at the first attempt
+        checks["restarts"] = len(stalled_attempts)
+    seconds = history.seconds + sum(h.seconds for h in stalled_attempts) + predict_s
+    return FoldOutcome(part=part, seconds=seconds, checks=checks)
 
 
 def _metrics(samples: pd.DataFrame, threshold: float) -> dict:

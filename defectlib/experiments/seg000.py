@@ -22,7 +22,7 @@ Deviations from the paper, and choices it leaves open (also stated in the book):
   proposed network and U-Net, 1e-3 for DeepLabv3+, which at 0.01 generalises clearly worse;
   the classifier 1e-3 for all three, since at 0.01 it collapsed to a constant score.
 - **A stalled classifier is trained again** from new weights, at most twice
-  (:func:`~defectlib.training.seg000.stalled`): when the mean training loss of its last tenth
+  (:func:`~defectlib.training.loop.stalled`): when the mean training loss of its last tenth
   of steps stays above half of ln 2 it never left the constant guess. The rule reads the
   training loss only, and a classifier that trained normally is left exactly as it was. A
   fold that was trained again records ``classifier_restarts`` in its checks and the stalled
@@ -70,6 +70,7 @@ from ..results import Run, RunResult
 from .common import (CONSTANT_STD, CrossValidatedConfig, FoldData, FoldOutcome, constant_output, cross_validate,
                      fold_metrics, one_of)
 from .common import device as _device
+from .common import restarted_folds as _restarted_folds
 
 MODELS = ("proposed", "deeplabv3plus", "unet")
 DILATIONS = (0, 5, 9, 13, 15)
@@ -413,13 +414,9 @@ def defect_crops(sample_ids, *, dataset: str = "kolektorsdd", margin: int = 48) 
 
 def restarted_folds(results: list[RunResult], name) -> pd.DataFrame:
     """The folds whose classifier stalled and was trained again
-    (:func:`~defectlib.training.seg000.stalled`): cell (``name(result)``), fold, restarts, and
-    the final validation AP and score spread of the attempt that was kept."""
-    rows = [{"cell": name(r), "fold": int(fold), "restarts": int(checks["classifier_restarts"]),
-             "val_ap": checks.get("val_ap"), "val_score_std": checks.get("val_score_std")}
-            for r in results for fold, checks in sorted(r.metrics.get("fold_checks", {}).items(), key=lambda kv: int(kv[0]))
-            if checks.get("classifier_restarts")]
-    return pd.DataFrame(rows, columns=["cell", "fold", "restarts", "val_ap", "val_score_std"])
+    (:func:`~defectlib.training.loop.stalled`): :func:`~.common.restarted_folds` of the
+    ``classifier_restarts`` check."""
+    return _restarted_folds(results, name, check="classifier_restarts")
 
 
 def spread_table(table: pd.DataFrame) -> pd.DataFrame:

@@ -322,6 +322,66 @@ def fit(
     return history
 
 
+#: A stage has stalled when the mean training loss of its last tenth of steps is above this:
+#: half of ln 2, the loss of a constant guess on balanced batches (every trainer of the study
+#: balances its batches, and its loss is a two-class cross-entropy).
+STALLED_LOSS = math.log(2) / 2
+#: Shorter stages are not judged: over a few steps a loss near ln 2 is expected.
+STALL_MIN_STEPS = 200
+#: How many times :func:`retrain_while_stalled` trains a stalled stage again by default.
+RESTARTS = 2
+
+
+def stalled(history: History, *, min_steps: int = STALL_MIN_STEPS, loss: float = STALLED_LOSS) -> bool:
+    """Whether a stage's training never left the constant guess: over at least ``min_steps``
+    steps, the mean loss of its last tenth is above ``loss``. It reads the training loss only,
+    never validation or test images.
+
+    Examples
+    --------
+    >>> stalled(History(losses=[0.69] * 900 + [0.55] * 100))
+    True
+    >>> stalled(History(losses=[0.69] * 300 + [0.01] * 700))
+    False
+    >>> stalled(History(losses=[0.69] * 50))  # too short to judge
+    False
+    """
+    n = len(history.losses)
+    if n < min_steps:
+        return False
+    return float(np.mean(history.losses[-max(1, n // 10):])) > loss
+
+
+def retrain_while_stalled(train: Callable[[int], History], *, restarts: int = RESTARTS,
+                          name: str = "training") -> tuple[History, list[History]]:
+    """Train a stage, and train it again from new weights while it has :func:`stalled`.
+
+    ``train(attempt)`` trains the stage and returns its history: attempt 0 first, then, while
+    the last attempt stalled, attempts 1, 2, ... up to ``restarts``. Attempt ``n > 0`` must
+    draw the network's weights again (seeded by ``n``) and checkpoint apart from the others,
+    so that a resumed run reads finished attempts back and ends where an uninterrupted one
+    does. A stage that trained normally at the first attempt is left exactly as it was.
+
+    Returns the kept (last) attempt's history and the stalled attempts', in order.
+
+    Examples
+    --------
+    >>> tries = iter([History(losses=[0.69] * 300), History(losses=[0.69] * 100 + [0.05] * 200)])
+    >>> kept, failed = retrain_while_stalled(lambda attempt: next(tries))
+    >>> len(failed), kept.losses[-1]
+    (1, 0.05)
+    """
+    failed: list[History] = []
+    history = train(0)
+    while stalled(history) and len(failed) < restarts:
+        failed.append(history)
+        log.warning("%s stalled (mean loss of the last tenth %.3f); training it again from new weights "
+                    "(%d of at most %d)", name, float(np.mean(history.losses[-max(1, len(history.losses) // 10):])),
+                    len(failed), restarts)
+        history = train(len(failed))
+    return history, failed
+
+
 def dataset_labels(dataset) -> np.ndarray:
     """The 0/1 labels of a dataset's sample table (``dataset.table["label"]``)."""
     table = getattr(dataset, "table", None)
@@ -339,5 +399,5 @@ def ordered_loader(dataset, *, batch_size: int = 1, num_workers: int = 0) -> Dat
                       worker_init_fn=worker_init_fn, generator=torch_generator(0))
 
 
-__all__ = ["CHECKPOINT_EVERY_S", "Checkpoint", "History", "LOG_EVERY", "Schedule", "dataset_labels", "fit",
-           "ordered_loader", "plan_batches"]
+__all__ = ["CHECKPOINT_EVERY_S", "Checkpoint", "History", "LOG_EVERY", "RESTARTS", "STALLED_LOSS", "STALL_MIN_STEPS",
+           "Schedule", "dataset_labels", "fit", "ordered_loader", "plan_batches", "retrain_while_stalled", "stalled"]

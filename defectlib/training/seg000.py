@@ -24,7 +24,7 @@ caller seeds (:func:`defectlib.seeding.seed_everything`) before building the mod
 
 **A stalled classifier is trained again.** Now and then the classifier stage never leaves the
 constant guess: its training loss stays near ln 2 for the whole schedule while the frozen
-network's map maximum separates the images well. :func:`stalled` reads that
+network's map maximum separates the images well. :func:`~.loop.stalled` reads that
 from the training loss alone, never from validation or test images; :func:`train_two_stages`
 then draws the classifier's weights again (:func:`reinitialise`, from ``seed`` and the attempt)
 and repeats the stage, up to ``restarts`` times. A stage that trained normally is left as it
@@ -33,8 +33,6 @@ is, so the rule changes nothing for it.
 
 from __future__ import annotations
 
-import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,10 +46,9 @@ from tqdm.auto import tqdm
 from ..metrics import average_precision
 from ..models.fuse import inference_model
 from ..seeding import torch_generator
-from .loop import Checkpoint, History, Schedule, dataset_labels, fit, ordered_loader, plan_batches
+from .loop import (RESTARTS, Checkpoint, History, Schedule, dataset_labels, fit, ordered_loader, plan_batches,
+                   retrain_while_stalled, stalled)
 from .sampler import AlternatingSampler
-
-log = logging.getLogger(__name__)
 
 
 def seg_targets(mask: torch.Tensor, size) -> torch.Tensor:
@@ -165,32 +162,8 @@ def score_summary(labels: np.ndarray, scores: np.ndarray, threshold: float) -> d
             "fp": float((predicted & (labels == 0)).sum()), "fn": float((~predicted & (labels == 1)).sum())}
 
 
-#: A classifier stage has stalled when the mean training loss of its last tenth of steps is
-#: above this: half of ln 2, the loss of a constant guess on balanced batches.
-STALLED_LOSS = math.log(2) / 2
-#: Shorter stages are not judged: over a few steps a loss near ln 2 is expected.
-STALL_MIN_STEPS = 200
 #: How many times :func:`train_two_stages` trains a stalled classifier again by default.
-CLASSIFIER_RESTARTS = 2
-
-
-def stalled(history: History, *, min_steps: int = STALL_MIN_STEPS, loss: float = STALLED_LOSS) -> bool:
-    """Whether a stage's training never left the constant guess: over at least ``min_steps``
-    steps, the mean loss of its last tenth is above ``loss``.
-
-    Examples
-    --------
-    >>> stalled(History(losses=[0.69] * 900 + [0.55] * 100))
-    True
-    >>> stalled(History(losses=[0.69] * 300 + [0.01] * 700))
-    False
-    >>> stalled(History(losses=[0.69] * 50))  # too short to judge
-    False
-    """
-    n = len(history.losses)
-    if n < min_steps:
-        return False
-    return float(np.mean(history.losses[-max(1, n // 10):])) > loss
+CLASSIFIER_RESTARTS = RESTARTS
 
 
 def reinitialise(module: nn.Module, *, seed: int) -> nn.Module:
@@ -267,18 +240,14 @@ def train_two_stages(segnet: nn.Module, classifier: nn.Module, train_set, val_se
     common = dict(seed=seed, batch_size=batch_size, device=device, eval_every=eval_every, progress=progress)
     seg = train_segmentation(segnet, train_set, schedule=seg_schedule, evaluate=validate_segmentation,
                              checkpoint=checkpoint("segmentation.pt"), **common)
-    clf = train_classifier(segnet, classifier, train_set, schedule=clf_schedule, evaluate=validate_classifier,
-                           checkpoint=checkpoint("classifier.pt"), **common)
-    failed: list[History] = []
-    while stalled(clf) and len(failed) < restarts:
-        failed.append(clf)
-        attempt = len(failed)
-        log.warning("classifier stalled (mean loss of the last tenth %.3f); training it again from new "
-                    "weights (%d of at most %d)", float(np.mean(clf.losses[-max(1, len(clf.losses) // 10):])),
-                    attempt, restarts)
-        reinitialise(classifier, seed=seed * 1000 + attempt)
-        clf = train_classifier(segnet, classifier, train_set, schedule=clf_schedule, evaluate=validate_classifier,
-                               checkpoint=checkpoint(f"classifier-restart{attempt}.pt"), **common)
+    def classifier_attempt(attempt: int) -> History:
+        if attempt:
+            reinitialise(classifier, seed=seed * 1000 + attempt)
+        name = f"classifier-restart{attempt}.pt" if attempt else "classifier.pt"
+        return train_classifier(segnet, classifier, train_set, schedule=clf_schedule, evaluate=validate_classifier,
+                                checkpoint=checkpoint(name), **common)
+
+    clf, failed = retrain_while_stalled(classifier_attempt, restarts=restarts, name="classifier")
     return TwoStages(seg, clf, failed)
 
 
