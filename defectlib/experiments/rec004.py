@@ -221,10 +221,10 @@ def _validation_summary(labels: np.ndarray, scores: pd.DataFrame, threshold: flo
 
 def _train_fold(cfg: Rec004Config, data: FoldData, current: Run, *, checkpoints: Path,
                 progress: bool = True) -> FoldOutcome:
-    from ..data.augment import Augmentation
-    from ..models import build_model
     import torch
 
+    from ..data.augment import Augmentation
+    from ..models import build_model
     from ..training import Checkpoint, History, Schedule
     from ..training.loop import retrain_while_stalled
     from ..training.rec004 import predict_recognition, train_recognition

@@ -323,8 +323,8 @@ def fit(
 
 
 #: A stage has stalled when the mean training loss of its last tenth of steps is above this:
-#: half of ln 2, the loss of a constant guess on balanced batches (every trainer of the study
-#: balances its batches, and its loss is a two-class cross-entropy).
+#: half of ln 2, the loss of a constant guess under a two-class cross-entropy on balanced
+#: batches (seed 000's classifier and seed 004's recognition networks, which use the rule).
 STALLED_LOSS = math.log(2) / 2
 #: Shorter stages are not judged: over a few steps a loss near ln 2 is expected.
 STALL_MIN_STEPS = 200
