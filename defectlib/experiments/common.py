@@ -280,6 +280,17 @@ def cached_result(cfg, *, memo: dict | None = None) -> RunResult | None:
     return current.load() if current.complete else None
 
 
+def run_cells(configs: list, run: Callable[..., RunResult], *, compute: bool = True,
+              progress: bool = True) -> list[RunResult]:
+    """The finished runs of ``configs``: read from the results cache, and with ``compute`` each
+    missing one trained by ``run(cfg, progress=...)`` (unfinished ones continue). Without
+    ``compute`` missing cells are left out (:func:`pending` lists them)."""
+    if not compute:
+        memo: dict = {}  # one read of each dataset for all the cells
+        return [r for r in (cached_result(cfg, memo=memo) for cfg in configs) if r is not None]
+    return [run(cfg, progress=progress) for cfg in tqdm(configs, desc="grid", disable=not progress)]
+
+
 def fold_data(cfg, fold: int, memo: dict | None = None) -> FoldData:
     """The training, validation and test tables of test fold ``fold`` of a cell, as the grid
     trains it (:func:`fold_split` of the cell's folds manifest). ``memo``: as :func:`cell_folds`."""

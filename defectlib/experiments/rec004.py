@@ -102,7 +102,6 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
-from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig
 from ..data.dataset import SurfaceDataset
@@ -110,7 +109,7 @@ from ..data.summary import areas_at_size
 from ..metrics import average_precision, image_metrics, tpr_tnr_acc
 from ..results import Run, RunResult
 from .common import (CONSTANT_STD, CrossValidatedConfig, FoldData, FoldOutcome, all_of, constant_output,
-                     cached_result, cross_validate, fold_metrics, one_of, plateau_table, timed,
+                     cross_validate, fold_metrics, one_of, plateau_table, run_cells, timed,
                      validation_positives)
 from .common import device as _device
 
@@ -328,12 +327,9 @@ def grid_configs(profile: str, *, datasets=None, methods=METHODS, augments=AUGME
 
 
 def run_grid(configs: list[Rec004Config], *, compute: bool = True, progress: bool = True) -> list[RunResult]:
-    """The finished runs of ``configs``: read from the results cache, and with ``compute`` the
-    missing ones trained (unfinished ones continue); without it missing cells are left out."""
-    if not compute:
-        memo: dict = {}  # one read of each dataset for all the cells
-        return [r for r in (cached_result(cfg, memo=memo) for cfg in configs) if r is not None]
-    return [run(cfg, progress=progress) for cfg in tqdm(configs, desc="grid", disable=not progress)]
+    """The finished runs of ``configs`` (:func:`~defectlib.experiments.common.run_cells` with
+    this experiment's :func:`run`)."""
+    return run_cells(configs, run, compute=compute, progress=progress)
 
 
 def _cell(result: RunResult) -> dict:

@@ -59,7 +59,6 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
-from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig
 from ..data import DATASETS
@@ -68,7 +67,7 @@ from ..data.masks import check_kernel
 from ..metrics import image_metrics
 from ..results import Run, RunResult
 from .common import (CONSTANT_STD, CrossValidatedConfig, FoldData, FoldOutcome, constant_output, cross_validate,
-                     fold_metrics, one_of)
+                     fold_metrics, one_of, run_cells)
 from .common import device as _device
 from .common import restarted_folds as _restarted_folds
 
@@ -279,15 +278,9 @@ def grid_configs(profile: str, *, models=MODELS, dilations=DILATIONS, seeds=(0,)
 
 
 def run_grid(configs: list[Seg000Config], *, compute: bool = True, progress: bool = True) -> list[RunResult]:
-    """The finished runs of ``configs``: read from the results cache, and with ``compute`` the
-    missing ones trained (unfinished ones continue). Without ``compute`` missing cells are left
-    out (:func:`~defectlib.experiments.common.pending` lists them)."""
-    from .common import cached_result
-
-    if not compute:
-        memo: dict = {}  # one read of each dataset for all the cells
-        return [r for r in (cached_result(cfg, memo=memo) for cfg in configs) if r is not None]
-    return [run(cfg, progress=progress) for cfg in tqdm(configs, desc="grid", disable=not progress)]
+    """The finished runs of ``configs`` (:func:`~defectlib.experiments.common.run_cells` with
+    this experiment's :func:`run`)."""
+    return run_cells(configs, run, compute=compute, progress=progress)
 
 
 #: The columns of :func:`grid_table` (an empty table has them too).
