@@ -460,6 +460,14 @@ def test_a_stalled_network_is_trained_again_and_its_fold_says_so(tmp_path, monke
     assert not np.array_equal(again.samples["score"], plain.samples["score"])
     table = restarted_folds([again], lambda r: "cell")
     assert table["fold"].tolist() == list(range(cfg.n_folds)) and (table["restarts"] == 1).all()
+    # each stalled attempt's figures are read back from its curves: here the plain run's
+    from defectlib.training.loop import last_tenth_loss
+    plain_curves = rec004.training_curves(plain)
+    assert table["stalled_loss"].tolist() == [f"{last_tenth_loss(plain_curves[f]['train_losses']):.3f}"
+                                              for f in range(cfg.n_folds)]
+    assert table["stalled_val_ap"].tolist() == [f"{plain_curves[f]['train_eval_ap'][-1]:.3f}" for f in range(cfg.n_folds)]
+    assert table["loss"].tolist() == [last_tenth_loss(rec004.training_curves(again)[f]["train_losses"])
+                                      for f in range(cfg.n_folds)]
     # the same again: the new weights are seeded
     monkeypatch.setattr(loop_module, "stalled", lambda history, verdicts=itertools.cycle([True, False]): next(verdicts))
     assert run_in("twice").samples["score"].tolist() == again.samples["score"].tolist()

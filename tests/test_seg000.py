@@ -290,9 +290,12 @@ def test_restarted_folds_lists_the_folds_whose_classifier_was_trained_again():
                    "2": {"val_ap": 1.0, "val_score_std": 0.31, "classifier_restarts": 1}}}),
                SimpleNamespace(name="b", metrics={"fold_checks": {"1": {"classifier_restarts": 0}}})]
     table = restarted_folds(results, lambda r: r.name)
-    assert table.to_dict("records") == [{"cell": "a", "fold": 2, "restarts": 1, "val_ap": 1.0, "val_score_std": 0.31}]
+    assert table.drop(columns=["loss", "stalled_loss", "stalled_val_ap"]).to_dict("records") == [
+        {"cell": "a", "fold": 2, "restarts": 1, "val_ap": 1.0, "val_score_std": 0.31}]
+    assert table[["loss", "stalled_loss", "stalled_val_ap"]].isna().all(axis=None)  # no stored curves to read
     assert restarted_folds(results[1:], lambda r: r.name).empty
-    assert list(restarted_folds([], str).columns) == ["cell", "fold", "restarts", "val_ap", "val_score_std"]
+    assert list(restarted_folds([], str).columns) == ["cell", "fold", "restarts", "val_ap", "val_score_std", "loss",
+                                                      "stalled_loss", "stalled_val_ap"]
 
 
 def test_image_errors_counts_each_images_wrong_decisions_over_runs():

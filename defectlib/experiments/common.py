@@ -608,16 +608,40 @@ def failed_folds(results: list[RunResult], name: Callable[[RunResult], str]) -> 
 
 
 def restarted_folds(results: list[RunResult], name: Callable[[RunResult], str], *,
-                    check: str = "restarts") -> pd.DataFrame:
+                    check: str = "restarts", prefix: str = "train") -> pd.DataFrame:
     """The folds whose network stalled and was trained again
     (:func:`~defectlib.training.loop.retrain_while_stalled`), read from the fold checks' ``check``
     count: cell (``name(result)``), fold, restarts, and the final validation AP and score
-    spread of the attempt that was kept."""
-    rows = [{"cell": name(r), "fold": int(fold), "restarts": int(checks[check]),
-             "val_ap": checks.get("val_ap"), "val_score_std": checks.get("val_score_std")}
-            for r in results for fold, checks in sorted(r.metrics.get("fold_checks", {}).items(), key=lambda kv: int(kv[0]))
-            if checks.get(check)]
-    return pd.DataFrame(rows, columns=["cell", "fold", "restarts", "val_ap", "val_score_std"])
+    spread of the attempt that was kept. Where the fold's artifact holds the curves (under
+    ``prefix``), ``loss`` is the kept attempt's
+    :func:`~defectlib.training.loop.last_tenth_loss`, and ``stalled_loss`` and
+    ``stalled_val_ap`` give the same figure and the final validation AP of each stalled
+    attempt, in order ("; "-joined)."""
+    from ..training.loop import last_tenth_loss
+
+    columns = ["cell", "fold", "restarts", "val_ap", "val_score_std", "loss", "stalled_loss", "stalled_val_ap"]
+    rows = []
+    for r in results:
+        for fold, checks in sorted(r.metrics.get("fold_checks", {}).items(), key=lambda kv: int(kv[0])):
+            if not checks.get(check):
+                continue
+            row = {"cell": name(r), "fold": int(fold), "restarts": int(checks[check]),
+                   "val_ap": checks.get("val_ap"), "val_score_std": checks.get("val_score_std")}
+            try:
+                curves = r.artifact(f"fold{fold}")
+            except (AttributeError, OSError):  # no stored curves: the checks alone
+                curves = {}
+            if f"{prefix}_losses" in curves:
+                row["loss"] = last_tenth_loss(curves[f"{prefix}_losses"])
+            stalled = [i for i in range(row["restarts"]) if f"{prefix}_stalled{i}_losses" in curves]
+            if stalled:
+                row["stalled_loss"] = "; ".join(
+                    f"{last_tenth_loss(curves[f'{prefix}_stalled{i}_losses']):.3f}" for i in stalled)
+                row["stalled_val_ap"] = "; ".join(
+                    f"{float(curves[f'{prefix}_stalled{i}_eval_ap'][-1]):.3f}"
+                    if len(curves.get(f"{prefix}_stalled{i}_eval_ap", [])) else "n/a" for i in stalled)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
 
 
 def pending(configs: list, results: list[RunResult], name: Callable) -> list[str]:

@@ -408,8 +408,8 @@ def defect_crops(sample_ids, *, dataset: str = "kolektorsdd", margin: int = 48) 
 def restarted_folds(results: list[RunResult], name) -> pd.DataFrame:
     """The folds whose classifier stalled and was trained again
     (:func:`~defectlib.training.loop.stalled`): :func:`~.common.restarted_folds` of the
-    ``classifier_restarts`` check."""
-    return _restarted_folds(results, name, check="classifier_restarts")
+    ``classifier_restarts`` check, with the classifier's (``clf``) curves."""
+    return _restarted_folds(results, name, check="classifier_restarts", prefix="clf")
 
 
 def spread_table(table: pd.DataFrame) -> pd.DataFrame:

@@ -332,6 +332,19 @@ STALL_MIN_STEPS = 200
 RESTARTS = 2
 
 
+def last_tenth_loss(losses) -> float:
+    """The mean training loss over the last tenth of a stage's steps (at least the last one),
+    the figure :func:`stalled` judges.
+
+    Examples
+    --------
+    >>> last_tenth_loss([0.69] * 90 + [0.2] * 10)
+    0.2
+    """
+    losses = np.asarray(losses, dtype=float)
+    return float(np.mean(losses[-max(1, len(losses) // 10):]))
+
+
 def stalled(history: History, *, min_steps: int = STALL_MIN_STEPS, loss: float = STALLED_LOSS) -> bool:
     """Whether a stage's training never left the constant guess: over at least ``min_steps``
     steps, the mean loss of its last tenth is above ``loss``. It reads the training loss only,
@@ -346,10 +359,9 @@ def stalled(history: History, *, min_steps: int = STALL_MIN_STEPS, loss: float =
     >>> stalled(History(losses=[0.69] * 50))  # too short to judge
     False
     """
-    n = len(history.losses)
-    if n < min_steps:
+    if len(history.losses) < min_steps:
         return False
-    return float(np.mean(history.losses[-max(1, n // 10):])) > loss
+    return last_tenth_loss(history.losses) > loss
 
 
 def retrain_while_stalled(train: Callable[[int], History], *, restarts: int = RESTARTS,
@@ -376,7 +388,7 @@ def retrain_while_stalled(train: Callable[[int], History], *, restarts: int = RE
     while stalled(history) and len(failed) < restarts:
         failed.append(history)
         log.warning("%s stalled (mean loss of the last tenth %.3f); training it again from new weights "
-                    "(%d of at most %d)", name, float(np.mean(history.losses[-max(1, len(history.losses) // 10):])),
+                    "(%d of at most %d)", name, last_tenth_loss(history.losses),
                     len(failed), restarts)
         history = train(len(failed))
     return history, failed
