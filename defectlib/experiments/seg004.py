@@ -22,9 +22,9 @@ Choices the paper leaves open, and deviations (also stated in the book):
   1408×512. Masks are resized with the any-pixel rule (:func:`~defectlib.data.masks.resize_mask`),
   which keeps thin defects but fattens them slightly; no dilation. On MagneticTile 128×128 was
   chosen over 256×256 on the first fold's validation images: at 256×256 neither network's
-  validation pixel F1 rose above 0.09 within 1,500–2,500 steps (1 + 1 or 4 + 4 images a
-  step), while at 128×128 the improved network's rose to about 0.2 within 6,000 steps, its
-  training loss still falling at the end. Most of MagneticTile's defect pixels belong to the
+  validation pixel F1 left the neighbourhood of zero within 1,500–2,500 steps (1 + 1 or
+  4 + 4 images a step), while at 128×128 the improved network's rose clearly within 6,000
+  steps, its training loss still falling at the end. Most of MagneticTile's defect pixels belong to the
   large "Uneven" and "Fray" regions, which a coarser input brings within the network's view.
 - **Evaluation resolution**: the metrics count pixels at the network input size, not at
   native resolution.
