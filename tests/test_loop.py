@@ -103,3 +103,30 @@ def test_plan_must_match_schedule(table):
     with pytest.raises(ValueError, match="plan has 2 batches"):
         loop.fit("x", models=[net], optimizer=torch.optim.Adam(net.parameters()), dataset=None,
                  plan=[[0], [1]], step_fn=lambda b: None, schedule=Schedule(3, 1e-3), progress=False)
+
+
+def test_retrain_while_stalled_keeps_the_lowest_loss_when_every_attempt_stalls_and_can_be_restored():
+    from defectlib.training.loop import History, retrain_while_stalled
+
+    losses = [0.6, 0.4, 0.5]  # all above the stall line, attempt 1 ends lowest
+    trained, restored = [], []
+
+    def train(attempt):
+        trained.append(attempt)
+        return History(losses=[0.69] * 100 + [losses[attempt]] * 200)
+
+    def restore(attempt):
+        restored.append(attempt)
+        return History(losses=[0.69] * 100 + [losses[attempt]] * 200)
+
+    kept, others = retrain_while_stalled(train, restore=restore)
+    assert trained == [0, 1, 2] and restored == [1]
+    assert kept.losses[-1] == 0.4 and [h.losses[-1] for h in others] == [0.6, 0.5]
+    # without a way to put an earlier network back, the last attempt is kept
+    kept, others = retrain_while_stalled(train)
+    assert kept.losses[-1] == 0.5 and [h.losses[-1] for h in others] == [0.6, 0.4]
+    # an attempt that did not stall is kept as it is, never restored
+    losses[1] = 0.1
+    restored.clear()
+    kept, others = retrain_while_stalled(train, restore=restore)
+    assert kept.losses[-1] == 0.1 and len(others) == 1 and restored == []

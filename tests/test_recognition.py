@@ -473,6 +473,33 @@ def test_a_stalled_network_is_trained_again_and_its_fold_says_so(tmp_path, monke
     assert run_in("twice").samples["score"].tolist() == again.samples["score"].tolist()
 
 
+@pytest.mark.slow
+def test_when_every_attempt_stalls_the_kept_one_is_read_back_from_its_checkpoint(tmp_path, monkeypatch):
+    import defectlib.training.loop as loop_module
+
+    cfg = Rec004Config.from_profile("smoke", steps=2, eval_every=1)
+
+    def run_in(folder: str):
+        monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / folder / "results"))
+        monkeypatch.setenv("DEFECTLIB_CACHE", str(tmp_path / folder / "cache"))
+        return rec004.run(cfg, progress=False)
+
+    plain = run_in("plain")
+    # every attempt stalls, and the first one's loss is made the lowest: the first is kept
+    monkeypatch.setattr(loop_module, "stalled", lambda history: True)
+    seen: dict = {}  # each fold's attempts 0, 1, 2 are first seen in that order
+
+    def last_tenth_loss(losses):
+        order = seen.setdefault(tuple(losses), len(seen))
+        return (0.4, 0.6, 0.5)[order % 3]
+
+    monkeypatch.setattr(loop_module, "last_tenth_loss", last_tenth_loss)
+    again = run_in("again")
+    assert all(c["restarts"] == 2 for c in again.metrics["fold_checks"].values())
+    # the first attempt's network, put back from its checkpoint, scored the test images
+    assert again.samples["score"].tolist() == plain.samples["score"].tolist()
+
+
 def _result(samples: pd.DataFrame) -> RunResult:
     config = {"dataset": "toy", "method": "dr", "augment": True, "input_size": [224, 224],
               "threshold": 0.5}

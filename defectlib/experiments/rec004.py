@@ -83,11 +83,12 @@ Choices the paper leaves open, and deviations (also stated in the book):
   (:func:`~defectlib.training.loop.retrain_while_stalled`, the rule of seed 000's classifier):
   when the mean training loss of its last tenth of steps stays above half of ln 2
   (:func:`~defectlib.training.loop.stalled`), it never left the constant guess. The rule reads
-  the training loss only; a network that trained normally is left exactly as it was. The new
+  the training loss only; a network that trained normally is left exactly as it was. If
+  every attempt stalls, the one whose training loss ended lowest is kept. The new
   weights are the network's own initialisation drawn under ``seed * 1000 + attempt``; the
   pairs are the same, the augmentation draws go on. A fold that was trained again records
-  ``restarts`` in its checks, the stalled attempts' curves in its artifact
-  (``train_stalled<i>_*``) and their time in its own.
+  ``restarts`` in its checks, the curves of the attempts not kept in its artifact
+  (``train_stalled<i>_*``, in order) and their time in its own.
 - Each fold is seeded alone (``seed_everything(seed)`` at its start), so a resumed run gives
   the same numbers as an uninterrupted one.
 """
@@ -261,7 +262,8 @@ def _train_fold(cfg: Rec004Config, data: FoldData, current: Run, *, checkpoints:
             checkpoint=Checkpoint(checkpoints / (f"model-restart{n}.pt" if n else "model.pt")), progress=progress,
         )
 
-    history, stalled_attempts = retrain_while_stalled(attempt, name=f"train_recognition[{cfg.method}]")
+    history, stalled_attempts = retrain_while_stalled(attempt, name=f"train_recognition[{cfg.method}]",
+                                                      restore=attempt)  # a finished attempt reads its checkpoint back
     scores, predict_s = timed(predict_recognition, model, test_set, device=device, batch_size=cfg.eval_batch_size,
                               threshold=cfg.threshold, progress=progress)
     if scores["index"].tolist() != list(range(len(test_set))):

@@ -24,9 +24,10 @@ Deviations from the paper, and choices it leaves open (also stated in the book):
 - **A stalled classifier is trained again** from new weights, at most twice
   (:func:`~defectlib.training.loop.stalled`): when the mean training loss of its last tenth
   of steps stays above half of ln 2 it never left the constant guess. The rule reads the
-  training loss only, and a classifier that trained normally is left exactly as it was. A
-  fold that was trained again records ``classifier_restarts`` in its checks and the stalled
-  attempt's curves in its artifact.
+  training loss only, and a classifier that trained normally is left exactly as it was; if
+  every attempt stalls, the one whose training loss ended lowest is kept. A fold that was
+  trained again records ``classifier_restarts`` in its checks and the curves of the attempts
+  not kept in its artifact.
 - **Length**: the paper gives no number of epochs. The ``converged`` profile trains the
   proposed network's segmentation for 1,500 steps, the baselines' for 2,000, and every
   classifier for 1,500 (one image a step); the validation curves stored with every fold show

@@ -365,7 +365,8 @@ def stalled(history: History, *, min_steps: int = STALL_MIN_STEPS, loss: float =
 
 
 def retrain_while_stalled(train: Callable[[int], History], *, restarts: int = RESTARTS,
-                          name: str = "training") -> tuple[History, list[History]]:
+                          name: str = "training",
+                          restore: Callable[[int], History] | None = None) -> tuple[History, list[History]]:
     """Train a stage, and train it again from new weights while it has :func:`stalled`.
 
     ``train(attempt)`` trains the stage and returns its history: attempt 0 first, then, while
@@ -374,7 +375,12 @@ def retrain_while_stalled(train: Callable[[int], History], *, restarts: int = RE
     so that a resumed run reads finished attempts back and ends where an uninterrupted one
     does. A stage that trained normally at the first attempt is left exactly as it was.
 
-    Returns the kept (last) attempt's history and the stalled attempts', in order.
+    The last attempt is kept unless every attempt stalled; then the one with the lowest
+    :func:`last_tenth_loss` is kept (the first of equals), provided ``restore(attempt)`` can
+    put that finished attempt's network back (for example by reading its checkpoint back) and
+    return its history. Without ``restore`` the last attempt is kept.
+
+    Returns the kept attempt's history and the others', in order.
 
     Examples
     --------
@@ -382,16 +388,23 @@ def retrain_while_stalled(train: Callable[[int], History], *, restarts: int = RE
     >>> kept, failed = retrain_while_stalled(lambda attempt: next(tries))
     >>> len(failed), kept.losses[-1]
     (1, 0.05)
+    >>> stalls = [History(losses=[0.6] * 300), History(losses=[0.5] * 300), History(losses=[0.65] * 300)]
+    >>> kept, failed = retrain_while_stalled(lambda attempt: stalls[attempt], restore=lambda attempt: stalls[attempt])
+    >>> kept.losses[-1], [h.losses[-1] for h in failed]
+    (0.5, [0.6, 0.65])
     """
-    failed: list[History] = []
-    history = train(0)
-    while stalled(history) and len(failed) < restarts:
-        failed.append(history)
+    attempts = [train(0)]
+    while (last_stalled := stalled(attempts[-1])) and len(attempts) <= restarts:
         log.warning("%s stalled (mean loss of the last tenth %.3f); training it again from new weights "
-                    "(%d of at most %d)", name, last_tenth_loss(history.losses),
-                    len(failed), restarts)
-        history = train(len(failed))
-    return history, failed
+                    "(%d of at most %d)", name, last_tenth_loss(attempts[-1].losses), len(attempts), restarts)
+        attempts.append(train(len(attempts)))
+    kept = len(attempts) - 1
+    if restore is not None and len(attempts) > 1 and last_stalled:
+        best = min(range(len(attempts)), key=lambda n: last_tenth_loss(attempts[n].losses))
+        if best != kept:
+            log.warning("%s: every attempt stalled; keeping attempt %d, whose training loss ended lowest", name, best)
+            attempts[best], kept = restore(best), best
+    return attempts[kept], attempts[:kept] + attempts[kept + 1:]
 
 
 def dataset_labels(dataset) -> np.ndarray:

@@ -200,7 +200,9 @@ def train_two_stages(segnet: nn.Module, classifier: nn.Module, train_set, val_se
     """Seed 000's two stages, validated and checkpointed: :func:`train_segmentation`, then
     :func:`train_classifier` on the frozen network, trained again from new weights
     (:func:`reinitialise` with ``seed * 1000 + attempt``) while it has :func:`stalled`, at most
-    ``restarts`` times.
+    ``restarts`` times; if every attempt stalled and ``checkpoints`` is given, the one whose
+    training loss ended lowest is kept
+    (:func:`~defectlib.training.loop.retrain_while_stalled`).
 
     Parameters
     ----------
@@ -247,7 +249,9 @@ def train_two_stages(segnet: nn.Module, classifier: nn.Module, train_set, val_se
         return train_classifier(segnet, classifier, train_set, schedule=clf_schedule, evaluate=validate_classifier,
                                 checkpoint=checkpoint(name), **common)
 
-    clf, failed = retrain_while_stalled(classifier_attempt, restarts=restarts, name="classifier")
+    clf, failed = retrain_while_stalled(classifier_attempt, restarts=restarts, name="classifier",
+                                        # a finished attempt reads its checkpoint back; without them, the last is kept
+                                        restore=classifier_attempt if checkpoints is not None else None)
     return TwoStages(seg, clf, failed)
 
 
