@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import doctest
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -429,6 +430,13 @@ def test_a_smoke_cell_runs_resumes_and_is_cached(isolated, monkeypatch):
     assert bins["n"].sum() == ((s["label"] == 1) & (s["defect_area"] > 0)).sum()
 
 
+def _run_in(tmp_path, monkeypatch, cfg: Rec004Config, folder: str) -> RunResult:
+    """``cfg`` run with its own results and cache under ``tmp_path / folder``."""
+    monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / folder / "results"))
+    monkeypatch.setenv("DEFECTLIB_CACHE", str(tmp_path / folder / "cache"))
+    return rec004.run(cfg, progress=False)
+
+
 @pytest.mark.slow
 def test_a_stalled_network_is_trained_again_and_its_fold_says_so(tmp_path, monkeypatch):
     import itertools
@@ -437,11 +445,7 @@ def test_a_stalled_network_is_trained_again_and_its_fold_says_so(tmp_path, monke
     from defectlib.experiments.common import restarted_folds
 
     cfg = Rec004Config.from_profile("smoke", steps=2, eval_every=1)
-
-    def run_in(folder: str):
-        monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / folder / "results"))
-        monkeypatch.setenv("DEFECTLIB_CACHE", str(tmp_path / folder / "cache"))
-        return rec004.run(cfg, progress=False)
+    run_in = partial(_run_in, tmp_path, monkeypatch, cfg)
 
     plain = run_in("plain")
     assert all("restarts" not in c for c in plain.metrics["fold_checks"].values())
@@ -478,11 +482,7 @@ def test_when_every_attempt_stalls_the_kept_one_is_read_back_from_its_checkpoint
     import defectlib.training.loop as loop_module
 
     cfg = Rec004Config.from_profile("smoke", steps=2, eval_every=1)
-
-    def run_in(folder: str):
-        monkeypatch.setenv("DEFECTLIB_RESULTS", str(tmp_path / folder / "results"))
-        monkeypatch.setenv("DEFECTLIB_CACHE", str(tmp_path / folder / "cache"))
-        return rec004.run(cfg, progress=False)
+    run_in = partial(_run_in, tmp_path, monkeypatch, cfg)
 
     plain = run_in("plain")
     # every attempt stalls, and the first one's loss is made the lowest: the first is kept
