@@ -615,3 +615,20 @@ def test_grid_status_cli_on_the_smoke_profile(isolated, capsys):
 def test_doctests(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_area_bins_cover_each_pixel_count_once_and_reject_edges_out_of_order():
+    bins = common.area_bins((1, 100, 300, float("inf")))
+    assert [label for *_, label in bins] == ["1–99", "100–299", "≥300"]
+    for area in (1, 99, 100, 299, 300, 10**6):
+        assert sum(low <= area < high for low, high, _ in bins) == 1
+    for bad in ((1,), (1, 100, 100), (300, 100)):
+        with pytest.raises(ValueError, match="increasing edges"):
+            common.area_bins(bad)
+
+
+def test_span_prints_one_value_when_both_ends_print_alike():
+    assert common.span([78, 79]) == "78–79"
+    assert common.span([5, 5]) == "5"
+    assert common.span([100 / 79, 100 / 78], "{:.1f}") == "1.3"
+    assert common.span([100 / 11, 100 / 10], "{:.1f}") == "9.1–10.0"

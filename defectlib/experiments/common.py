@@ -10,6 +10,7 @@ its last checkpoint when one exists), then the cell is finished (or a finished o
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections.abc import Callable, Collection
@@ -37,6 +38,8 @@ from ..seeding import seed_everything
 #: A fold whose scores on the validation or test images have a standard deviation under this
 #: is flagged ``constant_output`` and counted as failed.
 CONSTANT_STD = 0.05
+#: Defect-area bins of the size tables, in pixels: [1, 100), [100, 300), ..., [10000, ∞).
+AREA_BINS = (1, 100, 300, 1000, 3000, 10000, math.inf)
 
 
 class CrossValidatedConfig(ExperimentConfig):
@@ -656,6 +659,37 @@ def pending(configs: list, results: list[RunResult], name: Callable) -> list[str
         saved = len(current.part_info())
         labels[current.key] = name(cfg) + (f" ({saved} of {cfg.n_folds} folds saved)" if saved else "")
     return list(labels.values())
+
+
+def area_bins(bins=AREA_BINS) -> list[tuple[float, float, str]]:
+    """The bins ``[bins[i], bins[i+1])`` of a defect-area table, each as (low, high, label).
+
+    Raises ``ValueError`` unless ``bins`` are at least two increasing edges.
+
+    Examples
+    --------
+    >>> area_bins((1, 100, math.inf))
+    [(1.0, 100.0, '1–99'), (100.0, inf, '≥100')]
+    """
+    edges = [float(b) for b in bins]
+    if len(edges) < 2 or any(a >= b for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"bins must be at least two increasing edges, got {bins}")
+    return [(low, high, f"≥{low:g}" if math.isinf(high) else f"{low:g}–{high - 1:g}")
+            for low, high in zip(edges, edges[1:])]
+
+
+def span(values, fmt: str = "{}") -> str:
+    """The range of ``values`` as text, ``"low–high"``, or one value when both ends print alike.
+
+    Examples
+    --------
+    >>> span([10, 11])
+    '10–11'
+    >>> span([100 / 79, 100 / 78], "{:.1f}")
+    '1.3'
+    """
+    low, high = fmt.format(min(values)), fmt.format(max(values))
+    return low if low == high else f"{low}–{high}"
 
 
 def timed(fn: Callable, *args, **kwargs) -> tuple[Any, float]:

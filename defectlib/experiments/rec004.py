@@ -109,8 +109,8 @@ from ..data.dataset import SurfaceDataset
 from ..data.summary import areas_at_size
 from ..metrics import average_precision, image_metrics, tpr_tnr_acc
 from ..results import Run, RunResult
-from .common import (CONSTANT_STD, CrossValidatedConfig, FoldData, FoldOutcome, all_of, constant_output,
-                     cross_validate, fold_metrics, one_of, plateau_table, run_cells, timed,
+from .common import (AREA_BINS, CONSTANT_STD, CrossValidatedConfig, FoldData, FoldOutcome, all_of, constant_output,
+                     area_bins, cross_validate, fold_metrics, one_of, plateau_table, run_cells, timed,
                      validation_positives)
 from .common import device as _device
 
@@ -121,8 +121,6 @@ DATASETS = ("magnetictile", "kolektorsdd", "synthetic")
 GRID_DATASETS = {"smoke": ["synthetic"], "converged": ["kolektorsdd", "magnetictile"],
                  "paper": ["magnetictile", "kolektorsdd"]}
 METHOD_LABELS = {"dr": "DR (block detection)", "resnet50": "ResNet-50 classifier"}
-#: Defect-area bins of :func:`size_bin_tpr`, in pixels: [1, 100), [100, 300), ..., [10000, ∞).
-AREA_BINS = (1, 100, 300, 1000, 3000, 10000, math.inf)
 #: The paper's small-defect threshold (Table 2): total defect area under 100 px.
 SMALL_AREA = 100
 
@@ -424,10 +422,6 @@ def small_defect_table(results: list[RunResult], *, max_area: float = SMALL_AREA
                                        "n_small", "n_defect_free"])
 
 
-def _bin_label(low: float, high: float) -> str:
-    return f"≥{low:g}" if math.isinf(high) else f"{low:g}–{high - 1:g}"
-
-
 def size_bin_tpr(results: list[RunResult], bins=AREA_BINS, *, area: str = "native") -> pd.DataFrame:
     """TPR per defect-area bin ``[bins[i], bins[i+1])`` (pixels), over all test folds.
 
@@ -436,18 +430,15 @@ def size_bin_tpr(results: list[RunResult], bins=AREA_BINS, *, area: str = "nativ
     (``nan`` for an empty bin).
     """
     column = _area_column(area)
-    edges = [float(b) for b in bins]
-    if len(edges) < 2 or any(a >= b for a, b in zip(edges, edges[1:])):
-        raise ValueError(f"bins must be at least two increasing edges, got {bins}")
     rows = []
     for r in results:
         s = r.samples
         defective = s[(s["label"] == 1) & (s["defect_area"] > 0)]
         threshold = _threshold(r)
-        for low, high in zip(edges, edges[1:]):
+        for low, high, label in area_bins(bins):
             inside = defective[(defective[column] >= low) & (defective[column] < high)]
             detected = int((inside["score"] >= threshold).sum())
-            rows.append({**_cell(r), "bin": _bin_label(low, high), "low": low, "high": high,
+            rows.append({**_cell(r), "bin": label, "low": low, "high": high,
                          "n": int(len(inside)), "detected": detected,
                          "tpr": detected / len(inside) if len(inside) else math.nan})
     return pd.DataFrame(rows, columns=["dataset", "method", "augment", "input", "bin", "low", "high", "n", "detected",

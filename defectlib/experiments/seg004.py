@@ -83,8 +83,8 @@ from ..config import ExperimentConfig
 from ..data.dataset import SurfaceDataset
 from ..metrics import average_precision, counts_to_prf
 from ..results import Run, RunResult
-from .common import (CONSTANT_STD, CrossValidatedConfig, FoldData, FoldOutcome, all_of,
-                     constant_output, cross_validate, fold_metrics, one_of, run_cells, timed)
+from .common import (AREA_BINS, CONSTANT_STD, CrossValidatedConfig, FoldData, FoldOutcome, all_of,
+                     area_bins, constant_output, cross_validate, fold_metrics, one_of, run_cells, timed)
 from .common import device as _device
 
 MODELS = ("deeplabv3plus", "improved")
@@ -106,8 +106,6 @@ ABLATION = {
     "no branch + ASPP": {"branch": False, "aspp": True},
     "whole-image training": {"local_input": False},
 }
-#: Defect-area bins of :func:`size_table`, in pixels: [1, 100), [100, 300), ..., [10000, ∞).
-AREA_BINS = (1, 100, 300, 1000, 3000, 10000, math.inf)
 #: Gallery categories kept with a run (:func:`gallery`).
 GALLERY = ("best", "worst", "false alarms")
 CROP_ALIGN = 16
@@ -454,10 +452,6 @@ def summary_table(results: list[RunResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _bin_label(low: float, high: float) -> str:
-    return f"≥{low:g}" if math.isinf(high) else f"{low:g}–{high - 1:g}"
-
-
 def size_table(results: list[RunResult], bins=AREA_BINS, *, area: str = "native") -> pd.DataFrame:
     """Metrics by defect size: annotated defective test images binned by total defect area.
 
@@ -470,18 +464,15 @@ def size_table(results: list[RunResult], bins=AREA_BINS, *, area: str = "native"
     if area not in ("native", "input"):
         raise ValueError(f"area must be 'native' or 'input', got {area!r}")
     column = "defect_area" if area == "native" else "mask_area"
-    edges = [float(b) for b in bins]
-    if len(edges) < 2 or any(a >= b for a, b in zip(edges, edges[1:])):
-        raise ValueError(f"bins must be at least two increasing edges, got {bins}")
     columns = ["dataset", "model", "bin", "low", "high", "n", "precision", "recall", "f1", "mean_image_f1",
                "detection_rate", "false_alarm_rate"]
     rows = []
     for r in results:
         s = r.samples
         annotated = s[(s["label"] == 1) & (s["mask_area"] > 0)]
-        for low, high in zip(edges, edges[1:]):
+        for low, high, label in area_bins(bins):
             inside = annotated[(annotated[column] >= low) & (annotated[column] < high)]
-            row = {**_cell(r), "bin": _bin_label(low, high), "low": low, "high": high, "n": int(len(inside)),
+            row = {**_cell(r), "bin": label, "low": low, "high": high, "n": int(len(inside)),
                    "precision": math.nan, "recall": math.nan, "f1": math.nan, "mean_image_f1": math.nan,
                    "detection_rate": math.nan, "false_alarm_rate": math.nan}
             if len(inside):
