@@ -8,8 +8,8 @@ of the named profiles:
     Synthetic data, tiny images, seconds per notebook: for tests and CI.
 ``converged``
     The book's default: real data, at reduced resolution where the paper's would not fit a CPU,
-    trained until the validation curves flatten (tens of CPU-hours for the whole study,
-    computed once by ``defectlib grid`` and cached).
+    trained until the validation curves flatten (many CPU-hours for the whole study, counted
+    in the book's performance chapter; computed once by ``defectlib grid`` and cached).
 ``paper``
     The papers' resolutions and lengths, meant for a GPU.
 
@@ -170,5 +170,8 @@ def profile_differences(cls: type[ExperimentConfig], profile: str, *, reference:
     mine = cls.from_profile(profile, **fields).to_dict()
     theirs = cls.from_profile(reference, **fields).to_dict()
     keys = [k for k in mine if k != "profile" and mine[k] != theirs.get(k)]
-    return pd.DataFrame({profile: {k: str(mine[k]) for k in keys}, reference: {k: str(theirs.get(k)) for k in keys}},
+    def text(value: Any) -> str:
+        return "not set" if value is None else str(value)
+
+    return pd.DataFrame({profile: {k: text(mine[k]) for k in keys}, reference: {k: text(theirs.get(k)) for k in keys}},
                         index=pd.Index(keys, name="field"))

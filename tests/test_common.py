@@ -186,6 +186,16 @@ def test_plateau_table_flags_rises_beyond_the_validation_images_standard_error()
     assert np.isnan(short.loc[0, "standard_error"]) and np.isnan(short.loc[0, "rising"])  # too few points
 
 
+def test_plateau_table_never_calls_a_fold_at_the_ceiling_rising():
+    # The standard error of an AP of 1 is 0, so any climb to it would exceed it; no step can raise it.
+    steps = np.array([100, 200, 300])
+    curves = {"cell": {0: {"train_eval_step": steps, "train_eval_ap": np.array([0.8, 0.9, 1.0])},
+                       1: {"train_eval_step": steps, "train_eval_ap": np.array([0.8, 0.9, 0.99])}}}
+    table = common.plateau_table(curves, prefix="train", positives={"cell": {0: 6, 1: 600}}).set_index("fold")
+    assert table.loc[0, "standard_error"] == 0.0 and table.loc[0, "rising"] == 0.0
+    assert table.loc[1, "rising"] == 1.0
+
+
 def test_plateau_table_tests_a_pixel_f1_curve_for_a_trend_beyond_its_scatter():
     steps = np.arange(1, 31) * 100
     noise = np.where(np.arange(30) % 2, 0.05, -0.05)

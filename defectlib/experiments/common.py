@@ -561,7 +561,8 @@ def plateau_table(curves: dict[str, dict[int, dict[str, np.ndarray]]], *, prefix
     (:func:`~defectlib.metrics.ap_standard_error`) and ``rising`` compares the change with it.
     For any other metric (a pixel F1, whose noise has no closed form) ``rising`` is the trend
     test of :func:`curve_trend`: the fitted line over the last third rises by more than twice
-    its standard error, which is ``standard_error``; ``trend`` is that line's rise.
+    its standard error, which is ``standard_error``; ``trend`` is that line's rise. A fold
+    that ended at the metric's ceiling (1.0) is never rising: no more steps can raise it.
     """
     rows = []
     for cell, folds in curves.items():
@@ -577,6 +578,8 @@ def plateau_table(curves: dict[str, dict[int, dict[str, np.ndarray]]], *, prefix
             else:
                 trend, se = curve_trend(steps, values)
                 rising = np.nan if np.isnan(se) else float(trend > 2 * se)
+            if final >= 1:
+                rising = 0.0
             rows.append({"cell": cell, "fold": fold, "final": final,
                          "best": float(np.nanmax(values)) if len(values) else np.nan,
                          "change_last_third": change, "trend": trend,

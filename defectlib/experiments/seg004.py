@@ -48,7 +48,7 @@ Choices the paper leaves open, and deviations (also stated in the book):
   the run, and 10,000 steps ended with a higher validation pixel F1 than the 16,000 from 1e-3.
   On MagneticTile the validation pixel F1 still climbs over the last third of the 10,000
   steps; the same recipe over 20,000 steps, tried on the first fold's validation images, ended
-  lower (the chapter draws both curves), so the climb is the cosine decay's and the 10,000
+  lower (the chapter draws both curves): more steps of this recipe do not help, and the 10,000
   steps stay. Both networks train under the same recipe. Each fold holds out a fifth of
   its training images as validation, scored every ``eval_every`` steps (pixel F1 at the
   threshold and the AP of the map maximum): the recipe was chosen on them, never on a test
@@ -61,8 +61,8 @@ Choices the paper leaves open, and deviations (also stated in the book):
 - **Defective images without an annotated pixel** (MagneticTile's four "Uneven" images) are
   left out of training (where their defect lies is unknown) but kept in the test folds, where
   they can only add false positives.
-- **Folds**: the spine's manifest (``StratifiedGroupKFold`` on the defect class, grouped by
-  part), not the paper's random re-draws of its Table 1 split sizes. Each fold is seeded alone
+- **Folds**: the dataset's folds manifest (``StratifiedGroupKFold`` on the defect class,
+  grouped by part), not the paper's random re-draws of its Table 1 split sizes. Each fold is seeded alone
   (``seed_everything(seed)`` at its start), so a resumed run gives the same numbers.
 - **Beyond the paper**: metrics by defect size (:func:`size_table`) and an ablation of the
   branch, the ASPP and the local image input (:data:`ABLATION`).
