@@ -307,7 +307,8 @@ def provenance_table(result: RunResult) -> pd.DataFrame:
         "device": prov["device"].get("gpu") or f"CPU ({prov['device']['cpu_count']} cores, {prov['device']['processor']})",
         "torch": prov["packages"].get("torch"),
         "finished (UTC)": prov["finished_utc"],
-        "wall time (s)": prov["wall_time_s"],
+        # A run saved whole, not fold by fold, has no parts to time.
+        "wall time (s)": prov["wall_time_s"] if prov.get("parts") else "not recorded",
     }
     for name, info in prov["folds_manifests"].items():
         rows[f"{name}: folds manifest"] = f"{info.get('file', '')} (sha256 {info['sha256'][:12]}…)"

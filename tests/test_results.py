@@ -372,6 +372,15 @@ def test_wall_time_is_the_sum_of_the_parts_seconds(tmp_path):
         run.save_part("c", fold_table(2))  # the seconds are required
 
 
+def test_provenance_table_gives_the_parts_time_and_says_when_there_is_none(tmp_path, finished):
+    *_, whole = finished  # saved whole: no parts, so no time was recorded
+    assert defectlib.results.provenance_table(whole).loc["wall time (s)", "value"] == "not recorded"
+    run = Run(ToyConfig.from_profile("smoke"), MANIFESTS, root=tmp_path / "parts")
+    run.save_part("a", fold_table(0), seconds=2.5)
+    table = defectlib.results.provenance_table(run.finish(run.load_parts(), {}))
+    assert table.loc["wall time (s)", "value"] == "2.5"
+
+
 def test_part_info_ignores_a_record_without_its_table(tmp_path):
     run = Run(ToyConfig.from_profile("smoke"), MANIFESTS, root=tmp_path)
     assert run.part_info() == {} and run.part_checks() == {}
