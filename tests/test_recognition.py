@@ -578,3 +578,24 @@ def test_best_cells_pick_the_highest_ap_per_dataset_and_report_misses_and_the_cu
     positives[0] = 100
     assert rec004.best_cells([weak]).iloc[0]["rising_folds"] == 1
     assert rec004.best_cells([]).empty
+
+
+def _cell_result(dataset: str, method: str, augment: bool, acc: list[float]) -> RunResult:
+    per_fold = {str(f): {"tpr": a, "tnr": a, "acc": a, "ap": a, "n": 10, "n_positive": 5} for f, a in enumerate(acc)}
+    metrics = {"tpr": 0.5, "tnr": 0.5, "acc": sum(acc) / len(acc), "ap": sum(acc) / len(acc), "n": 30,
+               "n_positive": 15, "per_fold": per_fold}
+    config = {"dataset": dataset, "method": method, "augment": augment, "input_size": [224, 224]}
+    return RunResult(key=f"{dataset}{method}{augment}", path=Path("."), samples=pd.DataFrame(), metrics=metrics,
+                     provenance={"wall_time_s": 60, "config": config})
+
+
+def test_augmentation_effect_pairs_cells_fold_by_fold_and_skips_a_lone_cell():
+    results = [_cell_result("a", "dr", False, [0.5, 0.6, 0.7]), _cell_result("a", "dr", True, [0.4, 0.5, 0.6]),
+               _cell_result("a", "resnet50", False, [0.5, 0.5, 0.5]),  # its partner is not finished
+               _cell_result("b", "dr", True, [0.9, 0.9, 0.9])]
+    effect = rec004.augmentation_effect(results)
+    assert effect[["dataset", "method"]].values.tolist() == [["a", "dr"]]
+    row = effect.iloc[0]
+    assert (row["acc_folds_better"], row["ap_folds_better"], row["folds"]) == (0, 0, 3)
+    assert row["acc_off"] == pytest.approx(0.6) and row["acc_on"] == pytest.approx(0.5)
+    assert rec004.augmentation_effect(results[2:]).empty

@@ -368,6 +368,47 @@ def grid_table(results: list[RunResult]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def augmentation_effect(results: list[RunResult]) -> pd.DataFrame:
+    """Augmentation on against off, per dataset, method and input where both cells are finished.
+
+    One row each: the rates over all test folds without and with augmentation (``tpr_off``,
+    ``tpr_on``, and so for tnr, acc, ap), and for ACC and AP the test folds on which
+    augmentation did better (``acc_folds_better``, ``ap_folds_better``) out of ``folds``: the
+    two cells are tested on the same folds, so each fold is a paired comparison.
+
+    Examples
+    --------
+    >>> def cell(augment, acc):
+    ...     per_fold = {str(f): {"tpr": a, "tnr": a, "acc": a, "ap": a, "n": 10, "n_positive": 5}
+    ...                 for f, a in enumerate(acc)}
+    ...     m = {**per_fold["0"], "acc": sum(acc) / len(acc), "ap": sum(acc) / len(acc), "per_fold": per_fold}
+    ...     return RunResult(key=str(augment), path=Path("."), samples=pd.DataFrame(), metrics=m,
+    ...                      provenance={"wall_time_s": 60, "config": {"dataset": "toy", "method": "dr",
+    ...                                  "augment": augment, "input_size": [224, 224]}})
+    >>> row = augmentation_effect([cell(False, [0.5, 0.6, 0.7]), cell(True, [0.6, 0.5, 0.8])]).iloc[0]
+    >>> round(float(row["acc_on"] - row["acc_off"]), 3), int(row["acc_folds_better"]), int(row["folds"])
+    (0.033, 2, 3)
+    """
+    table = grid_table(results)
+    keys = ["dataset", "method", "input"]
+    rates_ = ["tpr", "tnr", "acc", "ap"]
+    rows = []
+    for (dataset, method, size), cells in table.groupby(keys, sort=False):
+        off, on = cells[~cells["augment"]], cells[cells["augment"]]
+        if off.empty or on.empty:
+            continue
+        whole = {state: part[part["fold"] == "all"].iloc[0] for state, part in (("off", off), ("on", on))}
+        folds = off[off["fold"] != "all"].set_index("fold").join(
+            on[on["fold"] != "all"].set_index("fold"), lsuffix="_off", rsuffix="_on", how="inner")
+        rows.append({"dataset": dataset, "method": method, "input": size,
+                     **{f"{k}_{state}": float(whole[state][k]) for k in rates_ for state in ("off", "on")},
+                     "acc_folds_better": int((folds["acc_on"] > folds["acc_off"]).sum()),
+                     "ap_folds_better": int((folds["ap_on"] > folds["ap_off"]).sum()), "folds": len(folds)})
+    columns = [*keys, *(f"{k}_{state}" for k in rates_ for state in ("off", "on")), "acc_folds_better",
+               "ap_folds_better", "folds"]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def rates(positive_scores, negative_scores, *, threshold: float = 0.5) -> dict:
     """TPR over ``positive_scores``, TNR over ``negative_scores``, ACC = their mean.
 
