@@ -589,13 +589,18 @@ def _cell_result(dataset: str, method: str, augment: bool, acc: list[float]) -> 
                      provenance={"wall_time_s": 60, "config": config})
 
 
-def test_augmentation_effect_pairs_cells_fold_by_fold_and_skips_a_lone_cell():
+def test_paired_comparison_pairs_cells_fold_by_fold_and_skips_a_lone_cell():
     results = [_cell_result("a", "dr", False, [0.5, 0.6, 0.7]), _cell_result("a", "dr", True, [0.4, 0.5, 0.6]),
-               _cell_result("a", "resnet50", False, [0.5, 0.5, 0.5]),  # its partner is not finished
+               _cell_result("a", "resnet50", False, [0.5, 0.5, 0.5]),  # no partner with augmentation
                _cell_result("b", "dr", True, [0.9, 0.9, 0.9])]
-    effect = rec004.augmentation_effect(results)
+    effect = rec004.paired_comparison(results, by="augment")
     assert effect[["dataset", "method"]].values.tolist() == [["a", "dr"]]
     row = effect.iloc[0]
     assert (row["acc_folds_better"], row["ap_folds_better"], row["folds"]) == (0, 0, 3)
-    assert row["acc_off"] == pytest.approx(0.6) and row["acc_on"] == pytest.approx(0.5)
-    assert rec004.augmentation_effect(results[2:]).empty
+    assert row["acc_ref"] == pytest.approx(0.6) and row["acc_other"] == pytest.approx(0.5)
+    assert rec004.paired_comparison(results[2:]).empty
+    methods = rec004.paired_comparison(results, by="method")  # DR against the classifier, augmentation off
+    assert methods[["dataset", "augment"]].values.tolist() == [["a", False]]
+    assert (methods.iloc[0]["acc_folds_better"], methods.iloc[0]["folds"]) == (2, 3)
+    with pytest.raises(ValueError, match="by must be"):
+        rec004.paired_comparison(results, by="dataset")

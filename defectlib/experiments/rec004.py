@@ -368,13 +368,19 @@ def grid_table(results: list[RunResult]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def augmentation_effect(results: list[RunResult]) -> pd.DataFrame:
-    """Augmentation on against off, per dataset, method and input where both cells are finished.
+#: The two levels :func:`paired_comparison` sets side by side, per factor: (reference, other).
+PAIRED_LEVELS = {"augment": (False, True), "method": ("resnet50", "dr")}
 
-    One row each: the rates over all test folds without and with augmentation (``tpr_off``,
-    ``tpr_on``, and so for tnr, acc, ap), and for ACC and AP the test folds on which
-    augmentation did better (``acc_folds_better``, ``ap_folds_better``) out of ``folds``: the
-    two cells are tested on the same folds, so each fold is a paired comparison.
+
+def paired_comparison(results: list[RunResult], by: str = "augment") -> pd.DataFrame:
+    """Two cells that differ only in ``by`` (``"augment"``: off against on; ``"method"``: the
+    ResNet-50 classifier against DR), where both are finished.
+
+    One row per pair: the other columns of the cell (dataset, input, and ``method`` or
+    ``augment``), the rates over all test folds of the reference level and of the other
+    (``tpr_ref``, ``tpr_other``, and so for tnr, acc, ap), and for ACC and AP the test folds on
+    which the other level did better (``acc_folds_better``, ``ap_folds_better``) out of
+    ``folds``: the two cells are tested on the same folds, so each fold is a paired comparison.
 
     Examples
     --------
@@ -385,26 +391,28 @@ def augmentation_effect(results: list[RunResult]) -> pd.DataFrame:
     ...     return RunResult(key=str(augment), path=Path("."), samples=pd.DataFrame(), metrics=m,
     ...                      provenance={"wall_time_s": 60, "config": {"dataset": "toy", "method": "dr",
     ...                                  "augment": augment, "input_size": [224, 224]}})
-    >>> row = augmentation_effect([cell(False, [0.5, 0.6, 0.7]), cell(True, [0.6, 0.5, 0.8])]).iloc[0]
-    >>> round(float(row["acc_on"] - row["acc_off"]), 3), int(row["acc_folds_better"]), int(row["folds"])
+    >>> row = paired_comparison([cell(False, [0.5, 0.6, 0.7]), cell(True, [0.6, 0.5, 0.8])]).iloc[0]
+    >>> round(float(row["acc_other"] - row["acc_ref"]), 3), int(row["acc_folds_better"]), int(row["folds"])
     (0.033, 2, 3)
     """
-    table = grid_table(results)
-    keys = ["dataset", "method", "input"]
+    if by not in PAIRED_LEVELS:
+        raise ValueError(f"by must be one of {', '.join(PAIRED_LEVELS)}, got {by!r}")
+    ref, other = PAIRED_LEVELS[by]
+    keys = ["dataset", "method" if by == "augment" else "augment", "input"]
     rates_ = ["tpr", "tnr", "acc", "ap"]
     rows = []
-    for (dataset, method, size), cells in table.groupby(keys, sort=False):
-        off, on = cells[~cells["augment"]], cells[cells["augment"]]
-        if off.empty or on.empty:
+    for values, cells in grid_table(results).groupby(keys, sort=False):
+        first, second = cells[cells[by] == ref], cells[cells[by] == other]
+        if first.empty or second.empty:
             continue
-        whole = {state: part[part["fold"] == "all"].iloc[0] for state, part in (("off", off), ("on", on))}
-        folds = off[off["fold"] != "all"].set_index("fold").join(
-            on[on["fold"] != "all"].set_index("fold"), lsuffix="_off", rsuffix="_on", how="inner")
-        rows.append({"dataset": dataset, "method": method, "input": size,
-                     **{f"{k}_{state}": float(whole[state][k]) for k in rates_ for state in ("off", "on")},
-                     "acc_folds_better": int((folds["acc_on"] > folds["acc_off"]).sum()),
-                     "ap_folds_better": int((folds["ap_on"] > folds["ap_off"]).sum()), "folds": len(folds)})
-    columns = [*keys, *(f"{k}_{state}" for k in rates_ for state in ("off", "on")), "acc_folds_better",
+        whole = {"ref": first[first["fold"] == "all"].iloc[0], "other": second[second["fold"] == "all"].iloc[0]}
+        folds = first[first["fold"] != "all"].set_index("fold").join(
+            second[second["fold"] != "all"].set_index("fold"), lsuffix="_ref", rsuffix="_other", how="inner")
+        rows.append({**dict(zip(keys, values)),
+                     **{f"{k}_{level}": float(whole[level][k]) for k in rates_ for level in ("ref", "other")},
+                     "acc_folds_better": int((folds["acc_other"] > folds["acc_ref"]).sum()),
+                     "ap_folds_better": int((folds["ap_other"] > folds["ap_ref"]).sum()), "folds": len(folds)})
+    columns = [*keys, *(f"{k}_{level}" for k in rates_ for level in ("ref", "other")), "acc_folds_better",
                "ap_folds_better", "folds"]
     return pd.DataFrame(rows, columns=columns)
 
