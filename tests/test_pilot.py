@@ -10,7 +10,7 @@ from defectlib.experiments import rec004
 from defectlib.experiments.common import cell_run, fold_data, train_one_fold
 from defectlib.experiments.rec004 import run_grid
 from defectlib.experiments.grid import EXPERIMENTS
-from defectlib.experiments.pilot import longer_schedules, pilot_fold, published_pilots, read_curves
+from defectlib.experiments.pilot import compare_longer, longer_schedules, pilot_fold, published_pilots, read_curves
 from defectlib.experiments.rec004 import Rec004Config
 
 
@@ -70,6 +70,14 @@ def test_a_published_pilot_is_read_back_with_the_results_and_paired_with_its_cel
     cell = run_grid([cfg], compute=True)[0]
     other = run_grid([Rec004Config.from_profile("smoke", steps=2, eval_every=1, lr=3e-4)], compute=True)[0]
     assert [(c.key, p.key) for c, p in longer_schedules([cell, other], published)] == [(cell.key, pilot.key)]
+    # compared on the pilot's fold: both curves, the cell's config, and a verdict from their last evaluations
+    [item] = compare_longer([cell, other], published, curves=rec004.training_curves, name=lambda r: "DR")
+    assert (item.fold, item.cell_steps, item.pilot_steps, item.config) == (1, 2, 3, cfg)
+    assert item.cell_curve["train_eval_step"].tolist() == [1, 2]
+    assert item.pilot_curve["train_eval_step"].tolist() == [1, 2, 3]
+    cell_ap, pilot_ap = item.final("ap")
+    assert (cell_ap, pilot_ap) == (item.cell_curve["train_eval_ap"][-1], item.pilot_curve["train_eval_ap"][-1])
+    assert ("needs more steps" in item.verdict({"ap": "AP"})) == (pilot_ap > cell_ap)
 
 
 def test_pilot_command_prints_the_curves_and_refuses_bad_settings(isolated, capsys):

@@ -34,8 +34,8 @@ from ..seeding import seed_everything
 from .common import FoldData, cell_folds, fold_data
 from .grid import EXPERIMENTS
 
-__all__ = ["Pilot", "longer_schedules", "pilot_fold", "pilot_root", "publish", "published_pilots", "published_root",
-           "read_curves"]
+__all__ = ["LongerSchedule", "Pilot", "compare_longer", "longer_schedules", "pilot_fold", "pilot_root", "publish",
+           "published_pilots", "published_root", "read_curves"]
 
 
 def pilot_root() -> Path:
@@ -174,3 +174,74 @@ def longer_schedules(results: list[RunResult], pilots: list[RunResult]) -> list[
 
     return [(cell, pilot) for pilot in pilots for cell in results
             if recipe(cell) == recipe(pilot) and cell.provenance["config"]["steps"] != pilot.provenance["config"]["steps"]]
+
+
+@dataclass(frozen=True)
+class LongerSchedule:
+    """One fold of a cell beside a published pilot of the same recipe run for a different
+    number of steps: both validation curves (``{"train_eval_step": ..., "train_eval_<metric>":
+    ...}``, as the experiments' ``training_curves`` give a fold) and the verdict the chapters
+    print. ``config`` is the cell's config, where known (:func:`compare_longer` sets it).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> cell = {"train_eval_step": np.array([50, 100]), "train_eval_ap": np.array([0.7, 0.8])}
+    >>> pilot = {"train_eval_step": np.array([100, 200]), "train_eval_ap": np.array([0.8, 0.79])}
+    >>> item = LongerSchedule("DR", 0, 100, 200, cell, pilot)
+    >>> item.final("ap"), item.does_better(["ap"])
+    ((0.8, 0.79), False)
+    >>> print(item.verdict({"ap": "AP"}))  # doctest: +NORMALIZE_WHITESPACE
+    - DR, fold 0: validation AP 0.790 after 200 steps, against 0.800 after the cell's 100: the longer
+    schedule ends no higher, so more steps of this recipe do not help and the cell keeps its steps.
+    """
+
+    name: str
+    fold: int
+    cell_steps: int
+    pilot_steps: int
+    cell_curve: dict[str, np.ndarray]
+    pilot_curve: dict[str, np.ndarray]
+    #: The cell's config (for its validation split), where known.
+    config: object = None
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        """Names of the cell's curve and the pilot's: ``"<cell>, fold <k>: <steps> steps (the cell)"``."""
+        head = f"{self.name}, fold {self.fold}"
+        return f"{head}: {self.cell_steps:,} steps (the cell)", f"{head}: {self.pilot_steps:,} steps (pilot)"
+
+    def final(self, metric: str) -> tuple[float, float]:
+        """The validation ``metric`` at the last evaluation: ``(cell, pilot)``."""
+        return tuple(float(curve[f"train_eval_{metric}"][-1]) for curve in (self.cell_curve, self.pilot_curve))
+
+    def does_better(self, metrics) -> bool:
+        """Whether the pilot ends higher than the cell on any of ``metrics``."""
+        return any(pilot > cell for cell, pilot in map(self.final, metrics))
+
+    def verdict(self, metrics: dict[str, str]) -> str:
+        """A Markdown list item: the final validation ``metrics`` (``{metric: label}``) of pilot
+        and cell, and whether the cell needs more steps."""
+        ends = {metric: self.final(metric) for metric in metrics}
+        pilot = " and ".join(f"{label} {ends[m][1]:.3f}" for m, label in metrics.items())
+        cell = " and ".join(f"{ends[m][0]:.3f}" for m in metrics)
+        outcome = ("the longer schedule does better, so this cell needs more steps." if self.does_better(metrics) else
+                   "the longer schedule ends no higher, so more steps of this recipe do not help and the cell keeps "
+                   "its steps.")
+        return (f"- {self.name}, fold {self.fold}: validation {pilot} after {self.pilot_steps:,} steps, against "
+                f"{cell} after the cell's {self.cell_steps:,}: {outcome}")
+
+
+def compare_longer(results: list[RunResult], pilots: list[RunResult], *, curves, name) -> list[LongerSchedule]:
+    """Every :func:`longer_schedules` pair as a :class:`LongerSchedule`, on the pilot's fold.
+
+    ``curves(result) -> {fold: arrays}`` is the experiment's ``training_curves``;
+    ``name(result) -> str`` names the cell.
+    """
+    out = []
+    for cell, pilot in longer_schedules(results, pilots):
+        fold = int(pilot.provenance["pilot"]["fold"])
+        out.append(LongerSchedule(name(cell), fold, int(cell.provenance["config"]["steps"]),
+                                  int(pilot.provenance["config"]["steps"]), curves(cell)[fold], curves(pilot)[fold],
+                                  cell.config))
+    return out
