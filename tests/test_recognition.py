@@ -604,3 +604,26 @@ def test_paired_comparison_pairs_cells_fold_by_fold_and_skips_a_lone_cell():
     assert (methods.iloc[0]["acc_folds_better"], methods.iloc[0]["folds"]) == (2, 3)
     with pytest.raises(ValueError, match="by must be"):
         rec004.paired_comparison(results, by="dataset")
+
+
+def test_score_spread_reads_each_cells_threshold_and_the_plot_draws_every_cell():
+    import matplotlib.pyplot as plt
+
+    from defectlib.plots import plot_scores
+
+    def cell(method, threshold, scores, labels):
+        return RunResult(key=method, path=Path("."), samples=pd.DataFrame({"label": labels, "score": scores}),
+                         metrics={}, provenance={"config": {"dataset": "a", "method": method, "augment": False,
+                                                            "input_size": [224, 224], "threshold": threshold}})
+
+    labels = [0, 0, 0, 1, 1]
+    scores = [0.1, 0.4, 0.6, 0.55, 0.9]
+    results = [cell("dr", 0.5, scores, labels), cell("resnet50", 0.7, scores, labels)]
+    spread = rec004.score_spread(results, quantiles=(0.5,))
+    assert list(spread.columns[-4:]) == ["free_q50", "defective_q50", "tnr", "tpr"]
+    assert spread["free_q50"].tolist() == [0.4, 0.4] and spread["defective_q50"].tolist() == pytest.approx([0.725] * 2)
+    assert spread["tnr"].tolist() == pytest.approx([2 / 3, 1.0]) and spread["tpr"].tolist() == [1.0, 0.5]
+    scores = pd.concat([r.samples.assign(cell=r.key) for r in results])
+    fig = plot_scores(scores, by="cell", xlabel="cell")
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["dr", "resnet50"]
+    plt.close(fig)

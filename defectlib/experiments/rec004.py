@@ -573,6 +573,40 @@ def false_blocks(results: list[RunResult]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def score_spread(results: list[RunResult], *, quantiles=(0.5, 0.9)) -> pd.DataFrame:
+    """Where each cell's image scores fall, over all test folds: the cell (dataset, method,
+    augment, input), its threshold, the ``quantiles`` of the defect-free images' scores
+    (``free_q50``, ``free_q90``, ...) and of the defective ones' taken from below
+    (``defective_q50``, ``defective_q10``, ...: the score that a share ``1 - q`` of defective
+    images stay under), and the TNR and TPR at the threshold.
+
+    An image's score is DR's most defective block's probability, or the classifier's, so a
+    defect-free ``free_q50`` above the threshold means most defect-free images are flagged.
+
+    Examples
+    --------
+    >>> samples = pd.DataFrame({"label": [0, 0, 0, 0, 1, 1], "score": [0.1, 0.2, 0.3, 0.7, 0.6, 0.95]})
+    >>> r = RunResult(key="k", path=Path("."), samples=samples, metrics={},
+    ...               provenance={"config": {"dataset": "toy", "method": "dr", "augment": True,
+    ...                                      "input_size": [224, 224], "threshold": 0.5}})
+    >>> row = score_spread([r]).iloc[0]
+    >>> float(row["free_q50"]), float(row["tnr"]), float(row["tpr"])
+    (0.25, 0.75, 1.0)
+    """
+    names = [f"q{round(100 * q)}" for q in quantiles]
+    columns = ["dataset", "method", "augment", "input", "threshold", *(f"free_{n}" for n in names),
+               *(f"defective_q{round(100 * (1 - q))}" for q in quantiles), "tnr", "tpr"]
+    rows = []
+    for r in results:
+        s, threshold = r.samples, _threshold(r)
+        free, defective = s.loc[s["label"] == 0, "score"], s.loc[s["label"] == 1, "score"]
+        rows.append({**_cell(r), "threshold": threshold,
+                     **{f"free_{n}": float(free.quantile(q)) for n, q in zip(names, quantiles)},
+                     **{f"defective_q{round(100 * (1 - q))}": float(defective.quantile(1 - q)) for q in quantiles},
+                     "tnr": float((free < threshold).mean()), "tpr": float((defective >= threshold).mean())})
+    return pd.DataFrame(rows, columns=columns)
+
+
 def training_curves(result: RunResult) -> dict[int, dict[str, np.ndarray]]:
     """The per-fold training curves stored with a run: ``train_losses`` (every step),
     ``train_eval_step`` and the validation figures ``train_eval_<name>``."""

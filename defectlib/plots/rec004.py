@@ -1,6 +1,6 @@
 """Figures of seed 004's recognition chapter: TPR/TNR/ACC per method and augmentation (the
-paper's Figs. 3–5) with the spread over folds, TPR by defect size, the scores per network
-input, and training losses."""
+paper's Figs. 3–5) with the spread over folds, TPR by defect size, the test images' scores
+(per cell or network input), and training losses."""
 
 from __future__ import annotations
 
@@ -97,26 +97,29 @@ def plot_size_bin_tpr(table: pd.DataFrame, *, area: str = "native") -> Figure:
     return fig
 
 
-def plot_scores_by_input(scores: pd.DataFrame, *, threshold: float = 0.5) -> Figure:
-    """Every test image's score, defective against defect-free, per network input.
+def plot_scores(scores: pd.DataFrame, *, by: str = "input", xlabel: str = "network input (H×W)",
+                threshold: float = 0.5, ax=None) -> Figure:
+    """Every test image's score, defective against defect-free, per value of column ``by``
+    (the network input, a cell), in the order they first appear.
 
-    ``scores`` has one row per test image: ``input`` (such as ``"224×224"``), ``label`` (1:
-    defective) and ``score``. The dashed line is the decision threshold.
+    ``scores`` has one row per test image: ``by``, ``label`` (1: defective) and ``score``. The
+    dashed line is the decision threshold. Draws on ``ax`` where given.
     """
     data = scores.assign(image=scores["label"].map({1: "defective", 0: "defect-free"}))
-    inputs = list(dict.fromkeys(data["input"]))
-    fig, ax = plt.subplots(figsize=(1.6 + 2.2 * len(inputs), 3.6))
-    sns.stripplot(data=data, x="input", y="score", hue="image", hue_order=["defect-free", "defective"],
-                  order=inputs, dodge=True, jitter=0.3, size=2.5, alpha=0.7,
+    groups = list(dict.fromkeys(data[by]))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.6 + 2.2 * len(groups), 3.6))
+    sns.stripplot(data=data, x=by, y="score", hue="image", hue_order=["defect-free", "defective"],
+                  order=groups, dodge=True, jitter=0.3, size=2.5, alpha=0.7,
                   palette={"defect-free": "#1f77b4", "defective": "#d62728"}, ax=ax)
     ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
-    ax.set_xlabel("network input (H×W)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("image score (all test folds)")
     ax.set_ylim(-0.03, 1.03)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    return fig
+    ax.figure.tight_layout()
+    return ax.figure
 
 
 def plot_recognition_losses(curves: dict[str, dict[int, np.ndarray]], *, window: int = 25) -> Figure:
