@@ -80,8 +80,8 @@ Choices the paper leaves open, and deviations (also stated in the book):
   (:func:`blocks`: 84 at 448×192), so the same block false-positive rate costs more image TNR.
 - **A stalled network is trained again** from new weights, at most twice
   (:func:`~defectlib.training.loop.retrain_while_stalled`, the rule of seed 000's classifier):
-  when the mean training loss of its last tenth of steps stays above half of ln 2
-  (:func:`~defectlib.training.loop.stalled`), it never left the constant guess. The rule reads
+  when the mean training loss of its last tenth of steps stays above half of ln 2 (ln 2
+  is a constant guess's loss; :func:`~defectlib.training.loop.stalled`). The rule reads
   the training loss only; a network that trained normally is left exactly as it was. If
   every attempt stalls, the one whose training loss ended lowest is kept. The new
   weights are the network's own initialisation drawn under ``seed * 1000 + attempt``; the

@@ -23,7 +23,7 @@ Deviations from the paper, and choices it leaves open (also stated in the book):
   the classifier 1e-3 for all three, since at 0.01 it collapsed to a constant score.
 - **A stalled classifier is trained again** from new weights, at most twice
   (:func:`~defectlib.training.loop.stalled`): when the mean training loss of its last tenth
-  of steps stays above half of ln 2 it never left the constant guess. The rule reads the
+  of steps stays above half of ln 2 (ln 2 is a constant guess's loss). The rule reads the
   training loss only, and a classifier that trained normally is left exactly as it was; if
   every attempt stalls, the one whose training loss ended lowest is kept. A fold that was
   trained again records ``classifier_restarts`` in its checks and the curves of the attempts

@@ -346,9 +346,9 @@ def last_tenth_loss(losses) -> float:
 
 
 def stalled(history: History, *, min_steps: int = STALL_MIN_STEPS, loss: float = STALLED_LOSS) -> bool:
-    """Whether a stage's training never left the constant guess: over at least ``min_steps``
-    steps, the mean loss of its last tenth is above ``loss``. It reads the training loss only,
-    never validation or test images.
+    """Whether a stage's training loss ended above ``loss`` (by default half that of a
+    constant guess): over at least ``min_steps`` steps, the mean loss of its last tenth. It
+    reads the training loss only, never validation or test images.
 
     Examples
     --------
